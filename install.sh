@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up transferscale on a fresh machine: the Debian data packages the default study reads, a virtual
+# environment in .venv, and the Python packages pinned in constraints.txt. Safe to run again: what is
+# already there is kept.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+need_debs=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_debs+=(dataset-fashion-mnist)
+[ -f /usr/share/doc/opencv-doc/examples/data/digits.png ] || need_debs+=(opencv-doc)
+if [ ${#need_debs[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing Debian packages: ${need_debs[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_debs[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# Reinstall only when the pins or the package metadata changed since the last install.
+stamp=.venv/.transferscale-installed
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "installing Python packages into .venv (torch is large: a few minutes the first time)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+    echo "$want" > "$stamp"
+fi
+echo "ready: .venv/bin/transferscale"

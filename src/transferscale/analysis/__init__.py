@@ -1,0 +1,1 @@
+"""Torch-free analysis of any results table: saturation fits, correlations."""

@@ -1,0 +1,55 @@
+"""The upper hull of a (US accuracy, DS accuracy) scatter: the frontier the saturation law is fitted on.
+
+Any point on a segment between two models is reachable by mixing them (pick one model with probability
+t), so the upper convex hull is the best DS accuracy attainable at each US accuracy (Abnar et al. 2021).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def upper_hull(us_acc, ds_acc) -> np.ndarray:
+    """Indices of the points on the rising part of the upper convex hull, ordered by US accuracy.
+
+    The hull runs from the lowest-US point (the best DS among ties) to the best DS point. The part of the
+    hull past the best DS point (more US accuracy, less DS accuracy) is dropped: the law
+    e_DS = k * e_US^alpha + e_IR with k, alpha > 0 rises monotonically in US accuracy and cannot describe
+    it. Only vertices are returned: points on a hull edge but not at a corner (collinear) and exact
+    duplicates are left out, so every index is a distinct observed model. Where several points tie for
+    the best DS accuracy, the one with the lowest US accuracy ends the hull.
+    """
+    x = np.asarray(us_acc, dtype=float)
+    y = np.asarray(ds_acc, dtype=float)
+    order = np.lexsort((-y, x))  # by US ascending, best DS first among equal US
+    rec = _records(y[order])
+    kept = _chain(x[order][rec], y[order][rec])
+    return order[rec][kept]
+
+
+def _records(y_sorted: np.ndarray) -> np.ndarray:
+    """Positions whose DS beats every point to their left (lower US).
+
+    Every vertex of the rising hull is such a record: the hull left of a vertex lies below it and every
+    point lies below the hull. Filtering to records first leaves few points for the chain below, which
+    keeps 1,000 bootstrap hulls cheap.
+    """
+    prev_max = np.concatenate(([-np.inf], np.maximum.accumulate(y_sorted)[:-1]))
+    return np.flatnonzero(y_sorted > prev_max)
+
+
+def _chain(x: np.ndarray, y: np.ndarray) -> list[int]:
+    """Andrew's monotone chain, upper half, on points with strictly increasing x.
+
+    Drop the middle point b of (a, b, c) while it is on or below the chord a-c, i.e. while the cross
+    product (b - a) x (c - a) >= 0 (a left turn or a straight line).
+    """
+    hull: list[int] = []
+    for i in range(len(x)):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (x[b] - x[a]) * (y[i] - y[a]) - (y[b] - y[a]) * (x[i] - x[a])
+            if cross < 0:
+                break
+            hull.pop()
+        hull.append(i)
+    return hull

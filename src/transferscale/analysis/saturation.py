@@ -1,0 +1,174 @@
+"""The saturation law of Abnar et al. 2021, e_DS = k * e_US^alpha + e_IR, fitted on the upper hull.
+
+Errors are 1 - accuracy. e_IR is the irreducible downstream error as e_US -> 0 and 1 - e_IR the DS
+accuracy where gains saturate. In accuracy space the law reads DS = 1 - e_IR - k (1 - US)^alpha, whose
+second derivative -k alpha (alpha - 1) (1 - US)^(alpha - 2) is negative only for alpha > 1: only then is
+the frontier concave and equal to the upper convex hull of the scatter.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from transferscale.analysis import bootstrap
+from transferscale.analysis.hull import _records, upper_hull
+from transferscale.analysis.lsq import pack, solve
+from transferscale.errors import TransferscaleError
+
+POINT_SETS = ("upper_hull", "all")
+LOSSES = ("soft_l1", "linear")
+_MIN_POINTS = 3  # the law has three parameters
+_FEW_POINTS = 5  # fewer distinct points than this leave at most one degree of freedom: flag it
+_AT_BOUND = 1e-3  # relative distance to a bound that counts as sitting on it
+
+
+class SaturationFit:
+    """Fit e_DS = k * e_US^alpha + e_IR with bounded parameters, a robust loss and bootstrap intervals.
+
+    Parameters
+    ----------
+    points : "upper_hull" fits the rising part of the upper convex hull of (US, DS) accuracy (see
+        `upper_hull`); "all" fits every point.
+    n_bootstrap : resamples for the intervals (frontier-gap bootstrap, see `analysis.bootstrap`);
+        0 skips them (ci_ holds NaN).
+    random_state : seed (int or None) of the bootstrap; the fit itself is deterministic.
+    confidence : level of the intervals in ci_.
+    loss : "soft_l1" (robust, default) or "linear" (plain least squares).
+    f_scale : residual scale of soft_l1 in accuracy units: residuals well below it count quadratically,
+        larger ones linearly.
+    alpha_bounds : (low, high) for alpha; k > 0 and 0 <= e_IR < min observed e_DS always hold.
+    wide_interval : flag "wide_interval" when the e_IR interval is wider than this (accuracy units).
+
+    Fitted attributes: k_, alpha_, e_ir_, ci_ ({"k", "alpha", "e_ir"} -> (low, high)), n_points_ (distinct
+    observed points fitted), points_ (their indices into the input), flags_ (list of str), boot_
+    ((n_bootstrap, 3) resampled k, alpha, e_IR).
+
+    Flags: too_few_points (fewer than 5 points), e_ir_at_bound, alpha_at_bound, wide_interval,
+    alpha_below_one (the frontier bends the other way; the hull keeps only its ends and no hull fit can
+    recover the curve), bootstrap_failed (over 10% of resamples had under 3 hull points).
+    """
+
+    def __init__(self, points="upper_hull", n_bootstrap=1000, random_state=None, confidence=0.95,
+                 loss="soft_l1", f_scale=0.01, alpha_bounds=(0.05, 10.0), wide_interval=0.1):
+        self.points = points
+        self.n_bootstrap = n_bootstrap
+        self.random_state = random_state
+        self.confidence = confidence
+        self.loss = loss
+        self.f_scale = f_scale
+        self.alpha_bounds = alpha_bounds
+        self.wide_interval = wide_interval
+
+    def fit(self, us_acc, ds_acc) -> "SaturationFit":
+        """Fit on accuracies in [0, 1]; returns self."""
+        self._check_params()
+        us, ds = check_accuracies(us_acc, ds_acc)
+        self.points_ = self._select(us, ds)
+        self.n_points_ = len(self.points_)
+        if self.n_points_ < _MIN_POINTS:
+            raise TransferscaleError(
+                f"the {self.points} point set has {self.n_points_} distinct points, fewer than the law's 3 "
+                "parameters; add models, or use points='all' if the hull is what is short")
+        x, y = 1 - us, 1 - ds
+        sol = solve(pack([x[self.points_]], [y[self.points_]]), **self._solver_kw())
+        self.k_, self.alpha_, self.e_ir_ = float(sol.k[0]), float(sol.alpha[0]), float(sol.e_ir[0])
+        self._e_ir_max = float(sol.e_ir_max[0])
+        self._bootstrap(x, y)
+        self.flags_ = self._flags(us, ds)
+        return self
+
+    def predict(self, us_acc) -> np.ndarray:
+        """DS accuracy on the fitted law: 1 - (k (1 - US)^alpha + e_IR)."""
+        if not hasattr(self, "k_"):
+            raise TransferscaleError("this SaturationFit is not fitted yet; call .fit(us_acc, ds_acc) first")
+        e_us = 1 - np.asarray(us_acc, dtype=float)
+        return 1 - (self.k_ * np.maximum(e_us, 0.0) ** self.alpha_ + self.e_ir_)
+
+    @property
+    def saturation_(self) -> float:
+        """1 - e_IR: the DS accuracy the law saturates at."""
+        return 1 - self.e_ir_
+
+    def _check_params(self) -> None:
+        if self.points not in POINT_SETS:
+            raise TransferscaleError(f"points={self.points!r} is not a point set; use one of {POINT_SETS}")
+        if self.loss not in LOSSES:
+            raise TransferscaleError(f"loss={self.loss!r} is not supported; use one of {LOSSES}")
+        lo, hi = self.alpha_bounds
+        if not 0 < lo < hi:
+            raise TransferscaleError(f"alpha_bounds={self.alpha_bounds!r} must satisfy 0 < low < high")
+        if not 0 < self.confidence < 1:
+            raise TransferscaleError(f"confidence={self.confidence!r} must be between 0 and 1, e.g. 0.95")
+
+    def _solver_kw(self) -> dict:
+        return {"alpha_bounds": tuple(self.alpha_bounds), "loss": self.loss, "f_scale": self.f_scale}
+
+    def _select(self, us, ds) -> np.ndarray:
+        return upper_hull(us, ds) if self.points == "upper_hull" else np.arange(len(us))
+
+    def _bootstrap(self, x, y) -> None:
+        """Frontier-gap bootstrap with the point set recomputed per resample (see analysis.bootstrap)."""
+        self.n_boot_failed_ = 0
+        if not self.n_bootstrap:
+            self.boot_ = np.empty((0, 3))
+            self.ci_ = {name: (np.nan, np.nan) for name in bootstrap.PARAMS}
+            return
+        rng = np.random.default_rng(self.random_state)
+        y_sets = bootstrap.frontier_resamples(x, y, (self.k_, self.alpha_, self.e_ir_), self.n_bootstrap, rng)
+        xs, ys = bootstrap.select_sets(x, y_sets, self._select)
+        self.boot_, self.n_boot_failed_ = bootstrap.fit_resamples(xs, ys, self._solver_kw())
+        estimate = (self.k_, self.alpha_, self.e_ir_)
+        self.ci_ = bootstrap.basic_interval(estimate, self.boot_, self.confidence, self.alpha_bounds)
+
+    def _flags(self, us, ds) -> list[str]:
+        flags = []
+        if self.n_points_ < _FEW_POINTS:
+            flags.append("too_few_points")
+        if self.e_ir_ <= _AT_BOUND * self._e_ir_max or self.e_ir_ >= (1 - _AT_BOUND) * self._e_ir_max:
+            flags.append("e_ir_at_bound")
+        lo, hi = self.alpha_bounds
+        if self.alpha_ <= lo * (1 + _AT_BOUND) or self.alpha_ >= hi * (1 - _AT_BOUND):
+            flags.append("alpha_at_bound")
+        low, high = self.ci_["e_ir"]
+        if self.n_bootstrap and not high - low <= self.wide_interval:
+            flags.append("wide_interval")
+        if self.points == "upper_hull" and self._frontier_convex(us, ds):
+            flags.append("alpha_below_one")
+        if self.n_bootstrap and self.n_boot_failed_ > 0.1 * self.n_bootstrap:
+            flags.append("bootstrap_failed")
+        return flags
+
+    def _frontier_convex(self, us, ds) -> bool:
+        """Does the frontier bend the other way (alpha < 1)? The hull cannot tell, so ask the records.
+
+        A record is a model whose DS beats every model with lower US: the records trace the frontier
+        whatever its curvature, where the convex hull keeps only the corners of a convex one. Fit the law
+        on them (no bootstrap) and report alpha < 1, or a hull fit that itself gives alpha < 1.
+        """
+        if self.alpha_ < 1:
+            return True
+        order = np.lexsort((-ds, us))
+        rec = order[_records(ds[order])]
+        if len(rec) < _FEW_POINTS:
+            return False
+        sol = solve(pack([1 - us[rec]], [1 - ds[rec]]), **self._solver_kw())
+        return bool(sol.alpha[0] < 1)
+
+
+def check_accuracies(us_acc, ds_acc) -> tuple[np.ndarray, np.ndarray]:
+    """1-D float arrays of equal length, finite, in [0, 1], with at least two distinct US accuracies."""
+    us, ds = np.asarray(us_acc, dtype=float), np.asarray(ds_acc, dtype=float)
+    if us.ndim != 1 or us.shape != ds.shape:
+        raise TransferscaleError(
+            f"us_acc and ds_acc must be 1-D and the same length; got shapes {us.shape} and {ds.shape}")
+    for name, v in (("us_acc", us), ("ds_acc", ds)):
+        if not np.all(np.isfinite(v)):
+            raise TransferscaleError(f"{name} has {int(np.sum(~np.isfinite(v)))} NaN or infinite values; "
+                                     "drop those models before fitting")
+        if v.size and (v.min() < 0 or v.max() > 1):
+            hint = " (they look like percent: divide by 100)" if v.max() <= 100 else ""
+            raise TransferscaleError(f"{name} must be accuracies in [0, 1]; got values in "
+                                     f"[{v.min():g}, {v.max():g}]{hint}")
+    if us.size and np.ptp(us) == 0:
+        raise TransferscaleError(f"all {us.size} US accuracies are equal ({us[0]:g}); the law needs models "
+                                 "that differ in upstream accuracy")
+    return us, ds

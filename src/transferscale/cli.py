@@ -1,0 +1,152 @@
+"""The `transferscale` command line: run a study, look at its results, fit the saturation law."""
+from __future__ import annotations
+
+import os
+
+# OpenMP threads that spin while waiting lose badly to other tenants on a shared 2-core machine (MEASURED.md);
+# this must be set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from transferscale.errors import TransferscaleError  # noqa: E402
+
+app = typer.Typer(
+    help="Run and analyse pre-training -> downstream transfer studies.\n\n"
+    "Start with `transferscale run` (the embedded default study, offline, on the CPU), then "
+    "`transferscale results` and `transferscale status`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+StudyDir = Annotated[
+    Optional[Path],
+    typer.Argument(help="A study's output directory (holds results.sqlite). Default: the default study's."),
+]
+
+
+def _fail(err: TransferscaleError) -> None:
+    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _resolve_dir(study_dir: Path | None) -> Path:
+    if study_dir is not None:
+        return study_dir
+    from transferscale.spec import load_spec
+
+    return load_spec(None)[0].study_dir()
+
+
+@app.command()
+def run(
+    spec: Annotated[Optional[Path], typer.Argument(help="Study spec (TOML). Default: the embedded default study.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the spec's [quick] table: fewer, smaller runs.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run again the runs that failed before.")] = False,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where generated datasets are cached.")] = None,
+) -> None:
+    """Run a study, or resume it: finished runs are never redone."""
+    from transferscale.progress import RichProgress
+    from transferscale.runner import run_study
+    from transferscale.spec import load_spec
+
+    try:
+        study, text = load_spec(spec, quick=quick)
+        study_dir = out or study.study_dir()
+        console.print(f"[bold]study[/] {study.name}  ->  {study_dir}")
+        with RichProgress(console) as progress:
+            result = run_study(study, text, study_dir, progress=progress, cache_dir=cache_dir,
+                               retry_failed=retry_failed)
+    except TransferscaleError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; run the same command again to finish the rest")
+        raise typer.Exit(130)
+    console.print(
+        f"[bold green]done[/] in {result.seconds:.0f} s: {len(result.done)} run(s) finished, "
+        f"{result.skipped} already done, {len(result.failed)} failed."
+    )
+    for name, reason in result.failed.items():
+        console.print(f"  [red]failed[/] {name}: {reason}")
+    console.print(f"results: {study_dir / 'results.sqlite'}   (see `transferscale results {study_dir}`)")
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the spec.")] = Path("study.toml"),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write the embedded default study's spec to a file, to edit and run with `transferscale run FILE`."""
+    from transferscale.spec import builtin_spec_text
+
+    if path.exists() and not force:
+        _fail(TransferscaleError(f"{path} exists; pass --force to overwrite it or choose another path"))
+    path.write_text(builtin_spec_text("default"))
+    console.print(f"wrote {path}; edit it, then `transferscale run {path}`")
+
+
+@app.command()
+def status(study_dir: StudyDir = None) -> None:
+    """What is done, running (or interrupted), failed and left in a study."""
+    from transferscale.reporting import status_table
+
+    try:
+        console.print(status_table(_resolve_dir(study_dir)))
+    except TransferscaleError as err:
+        _fail(err)
+
+
+@app.command()
+def results(
+    study_dir: StudyDir = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet")] = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (csv/parquet).")] = None,
+    raw: Annotated[bool, typer.Option(help="With --format table: every measurement, not the summary.")] = False,
+) -> None:
+    """Print a study's results, or export the tidy measurement table as CSV or Parquet."""
+    from transferscale.reporting import results_summary
+    from transferscale.store import read_results
+
+    try:
+        study_dir = _resolve_dir(study_dir)
+        df = read_results(study_dir)
+        if format == "table":
+            console.print(results_summary(df) if not raw else df.to_string(index=False))
+        elif format == "csv":
+            if output is None:
+                df.to_csv(sys.stdout, index=False)
+            else:
+                df.to_csv(output, index=False)
+        elif format == "parquet":
+            output = output or study_dir / "results.parquet"
+            df.to_parquet(output, index=False)
+        else:
+            raise TransferscaleError(f"unknown format {format!r}; valid: 'table', 'csv', 'parquet'")
+    except TransferscaleError as err:
+        _fail(err)
+    if output is not None:
+        console.print(f"wrote {len(df)} rows to {output}")
+
+
+def _register_optional() -> None:
+    try:
+        from transferscale.cli_fit import fit_command
+    except ImportError:
+        return
+    app.command("fit")(fit_command)
+
+
+_register_optional()
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,87 @@
+"""A content-addressed on-disk cache of built datasets: one .npz per (name, options, version).
+
+Each entry is written atomically (temp file, then os.replace) with its sha256 in a `.sha256` file beside
+it. A load recomputes the hash; an entry that is missing, truncated, corrupted or unreadable is rebuilt,
+never trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from transferscale.data.dataset import Dataset
+
+
+def cache_key(name: str, options: dict, version: str) -> str:
+    """A stable hash of what the data depend on; the order options were given in does not matter."""
+    text = json.dumps({"name": name, "options": options, "version": version}, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cached(cache_dir: str | os.PathLike | None, name: str, options: dict, version: str,
+           build: Callable[[], Dataset]) -> Dataset:
+    """The dataset from cache_dir when a valid entry exists; otherwise build() it and store it there."""
+    if cache_dir is None:
+        return build()
+    path = Path(cache_dir) / f"{name}-{cache_key(name, options, version)}.npz"
+    dataset = _read(path)
+    if dataset is None:
+        dataset = build()
+        _write(path, dataset)
+    return dataset
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read(path: Path) -> Dataset | None:
+    try:
+        expected = _checksum_path(path).read_text().split()[0]
+        if _sha256(path) != expected:
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return Dataset(str(z["name"]), z["x_train"], z["y_train"], z["x_test"], z["y_test"],
+                           z["classes"].tolist())
+    except (OSError, EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def _write(path: Path, dataset: Dataset) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(name=np.array(dataset.name), x_train=dataset.x_train, y_train=dataset.y_train,
+                  x_test=dataset.x_test, y_test=dataset.y_test, classes=np.array(dataset.classes))
+    # the checksum goes first: a crash between the two renames leaves a mismatch, which reads as "rebuild"
+    npz_tmp = _atomic_temp(path, lambda f: np.savez(f, **arrays))
+    digest = _sha256(npz_tmp)
+    sha_tmp = _atomic_temp(_checksum_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+    os.replace(sha_tmp, _checksum_path(path))
+    os.replace(npz_tmp, path)
+
+
+def _atomic_temp(path: Path, write: Callable) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return Path(tmp)

@@ -1,0 +1,115 @@
+"""Datasets found by name, in the style of timm's `@register_model` / `list_models`.
+
+A builder is a function whose keyword arguments, all with defaults and `seed` among them, are the
+dataset's options; it returns a `Dataset`. `load_dataset(name, cache_dir=..., **options)` checks the
+options, fills in defaults and, given a cache_dir, caches the result there keyed by (name, options,
+DATA_VERSION). A builder that takes a `cache_dir` argument itself manages its caching (the two fractal
+sets share one generation that way) and is handed cache_dir instead.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import numbers
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from transferscale.data.cache import cached
+from transferscale.data.dataset import Dataset
+from transferscale.errors import TransferscaleError, did_you_mean, unknown
+
+# Bump when any builder's output changes for the same options: old cache entries then stop matching.
+DATA_VERSION = "data-1"
+
+Builder = Callable[..., Dataset]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    builder: Builder
+    description: str
+    options: dict[str, Any]  # option -> default; seed included, cache_dir not
+    caches_itself: bool
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, description: str | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` under `name`; the description defaults to its docstring's first line."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is already registered")
+        params = inspect.signature(builder).parameters
+        options = {p.name: p.default for p in params.values() if p.name != "cache_dir"}
+        if "seed" not in options or any(d is inspect.Parameter.empty for d in options.values()):
+            raise TypeError(f"builder of {name!r}: every option needs a default, and seed must be one")
+        text = description or (builder.__doc__ or name).strip().splitlines()[0]
+        _REGISTRY[name] = DatasetEntry(name, builder, text, options, "cache_dir" in params)
+        return builder
+
+    return decorate
+
+
+def list_datasets(pattern: str = "*") -> list[str]:
+    """Registered names matching a shell-style pattern, sorted: list_datasets('*_shifted')."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def _entry(name: str) -> DatasetEntry:
+    if name not in _REGISTRY:
+        raise unknown("dataset", name, list_datasets())
+    return _REGISTRY[name]
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """Each option of dataset `name` with its default (cache_dir, accepted by every dataset, not listed)."""
+    return dict(_entry(name).options)
+
+
+def describe(name: str) -> str:
+    """One line saying what dataset `name` is."""
+    return _entry(name).description
+
+
+def load_dataset(name: str, cache_dir: str | os.PathLike | None = None, **options: Any) -> Dataset:
+    """Build (or read from cache_dir) dataset `name` with `options` over its defaults."""
+    entry = _entry(name)
+    for option, value in options.items():
+        if option not in entry.options:
+            raise TransferscaleError(
+                f"dataset {name!r} has no option {option!r}; {did_you_mean(option, entry.options)} "
+                f"(its options: {', '.join(entry.options)})")
+        default = entry.options[option]
+        if value is not None and default is not None and not _same_kind(value, default):
+            raise TransferscaleError(f"dataset {name!r}: option {option}={value!r} should be a "
+                                     f"{type(default).__name__}, like its default {default!r}")
+    resolved = {**entry.options, **{k: _plain(v) for k, v in options.items()}}
+    if entry.caches_itself:
+        return entry.builder(**resolved, cache_dir=cache_dir)
+    return cached(cache_dir, name, resolved, DATA_VERSION, lambda: entry.builder(**resolved))
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, numbers.Integral)
+    if isinstance(default, float):
+        return isinstance(value, numbers.Real)
+    return isinstance(value, type(default))
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python ones, so that 5 and np.int64(5) build (and cache) the same dataset."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value

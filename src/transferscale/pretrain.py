@@ -1,0 +1,179 @@
+"""Train one upstream model, with atomic checkpoints it can resume from.
+
+Recipe: AdamW, linear warmup then cosine decay to zero, cross-entropy, batch sampled from the run's data
+fraction, every image shifted by up to `max_shift` pixels (zero fill). Each step draws its batch and its
+shifts from a generator seeded by (seed, step), so a run resumed from a checkpoint at step s computes exactly
+what the uninterrupted run would have from step s on.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from transferscale.models import build_model
+
+# Images are uint8 in [0, 255]; one fixed affine map to roughly zero mean, unit scale for every dataset.
+PIXEL_SHIFT, PIXEL_SCALE = 0.5, 0.5
+
+
+class RunFailed(Exception):
+    """A run that cannot finish (diverged loss, bad data); recorded as failed, the study goes on."""
+
+
+def to_tensor(x_uint8: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(x_uint8)).float().div_(255.0)
+    return x.sub_(PIXEL_SHIFT).div_(PIXEL_SCALE).unsqueeze(1)
+
+
+def subset_indices(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The first `fraction` of each class under a seeded shuffle: nested across fractions, stratified."""
+    keep = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        perm = np.random.default_rng([seed, int(c), 7]).permutation(idx)
+        keep.append(perm[: max(1, round(fraction * len(idx)))])
+    return np.sort(np.concatenate(keep))
+
+
+def lr_at(step: int, steps: int, base_lr: float, warmup_fraction: float) -> float:
+    warmup = int(round(warmup_fraction * steps))
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own integer offset in [-max_shift, max_shift]^2, filling with background."""
+    if max_shift == 0:
+        return x
+    n, _, h, w = x.shape
+    pad = F.pad(x, (max_shift,) * 4, value=-PIXEL_SHIFT / PIXEL_SCALE)
+    off = torch.randint(0, 2 * max_shift + 1, (n, 2), generator=gen)
+    rows = off[:, 0, None] + torch.arange(h)[None]  # [n, h]
+    cols = off[:, 1, None] + torch.arange(w)[None]  # [n, w]
+    batch = torch.arange(n)[:, None, None]
+    return pad[:, 0][batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+
+
+# ---- checkpoints ------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write to a temp file, fsync, then rename; a sha256 sidecar lets a reader detect a damaged file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    sidecar_tmp = path.with_suffix(path.suffix + ".sha256.tmp")
+    sidecar_tmp.write_text(digest)
+    os.replace(sidecar_tmp, path.with_suffix(path.suffix + ".sha256"))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint's state, or None when it is missing, half-written or does not match its checksum."""
+    sidecar = path.with_suffix(path.suffix + ".sha256")
+    if not path.is_file() or not sidecar.is_file():
+        return None
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sidecar.read_text().strip():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a file that hashes right but will not unpickle is as good as missing
+        return None
+
+
+def discard_checkpoint(path: Path) -> None:
+    for p in (path, path.with_suffix(path.suffix + ".sha256")):
+        p.unlink(missing_ok=True)
+
+
+# ---- training ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    steps_done: int
+    resumed_from: int
+    final_loss: float
+
+
+def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, ckpt_path: Path, *,
+          checkpoint_every: int = 200, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+    """Train the run described by `config` (see plan.make_plan), resuming from `ckpt_path` when it holds a
+    valid checkpoint of the same run. The finished model is checkpointed with `complete=True`."""
+    t = config["training"]
+    seed, steps = t["seed"], t["steps"]
+    torch.manual_seed(seed)
+    model = build_model(config["family"], config["shape"], num_classes)
+    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    start = 0
+    state = load_checkpoint(ckpt_path)
+    if state is not None and state.get("config") == config:
+        model.load_state_dict(state["model"])
+        if state.get("complete"):
+            model.eval()
+            return TrainResult(model, steps, steps, state.get("loss", float("nan")))
+        opt.load_state_dict(state["optimizer"])
+        start = state["step"]
+    idx = subset_indices(y_train, t["data_fraction"], seed)
+    x_all, y_all = to_tensor(x_train[idx]), torch.from_numpy(y_train[idx].astype(np.int64))
+    model.train()
+    loss_value = float("nan")
+    for step in range(start, steps):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        batch = torch.randint(0, len(idx), (t["batch_size"],), generator=gen)
+        x = random_shift(x_all[batch], t["max_shift"], gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, t["lr"], t["warmup_fraction"])
+        loss = F.cross_entropy(model(x), y_all[batch])
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise RunFailed(f"loss diverged to {loss_value} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step is not None:
+            on_step(step + 1, steps, loss_value)
+        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+            save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(),
+                                        "optimizer": opt.state_dict(), "step": step + 1, "complete": False})
+    model.eval()
+    save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(), "step": steps,
+                                "complete": True, "loss": loss_value})
+    return TrainResult(model, steps, start, loss_value)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: torch.nn.Module, x_uint8: np.ndarray, *, batches: int = 8, batch_size: int = 256,
+                        seed: int = 0) -> None:
+    """Reset BatchNorm running statistics and re-estimate them on a few batches (cumulative average).
+
+    A randomly initialised network's running statistics are those of its initialisation (mean 0, var 1), far
+    from its real activations, which puts eval-mode outputs at chance; this makes the random-init baseline fair.
+    """
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    rng = np.random.default_rng(seed)
+    for _ in range(batches):
+        idx = np.sort(rng.choice(len(x_uint8), size=min(batch_size, len(x_uint8)), replace=False))
+        model(to_tensor(x_uint8[idx]))
+    model.eval()

@@ -1,0 +1,258 @@
+"""A study as a TOML file, validated into typed objects before any work is done.
+
+Every mistake a user can make in a spec (an unknown key, a bad value, an unknown dataset, family or size)
+fails here with one TransferscaleError naming the field, the value and what would be valid.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transferscale.errors import TransferscaleError, did_you_mean
+from transferscale.shapes import FAMILIES, SIZES, resolve_shape
+
+BUILTIN_STUDIES = ("default",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_dataset(name: str, options: dict) -> None:
+    from transferscale.data import dataset_options, list_datasets
+
+    if name not in list_datasets():
+        raise ValueError(f"unknown dataset {name!r}; {did_you_mean(name, list_datasets())}")
+    valid = dataset_options(name)
+    bad = sorted(set(options) - set(valid) - {"cache_dir"})
+    if bad:
+        raise ValueError(f"unknown option(s) {bad} for dataset {name!r}; valid: {sorted(valid)}")
+
+
+class UpstreamSpec(_Strict):
+    """The pre-training data set: a registered dataset name and its options."""
+
+    dataset: str = "fractals"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self):
+        _check_dataset(self.dataset, self.options)
+        return self
+
+
+class ModelGroup(_Strict):
+    """One family at several named sizes; `steps_scale` multiplies every budget's steps (ViTs need more)."""
+
+    family: str
+    sizes: list[str]
+    shape: dict[str, Any] = Field(default_factory=dict)
+    steps_scale: float = Field(1.0, gt=0)
+    lr: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _known(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown model family {self.family!r}; {did_you_mean(self.family, FAMILIES)}")
+        if not self.sizes:
+            raise ValueError(f"no sizes given for family {self.family!r}; valid: {sorted(SIZES[self.family])}")
+        for size in self.sizes:
+            if size not in SIZES[self.family]:
+                hint = did_you_mean(size, SIZES[self.family])
+                raise ValueError(f"unknown size {size!r} for family {self.family!r}; {hint}")
+            try:
+                resolve_shape(self.family, size, self.shape)
+            except TransferscaleError as err:
+                raise ValueError(str(err)) from None
+        return self
+
+
+class Budget(_Strict):
+    """One point of the training grid: which fraction of the upstream data, for how many steps."""
+
+    data_fraction: float = Field(gt=0, le=1)
+    steps: int = Field(gt=0)
+
+
+class TrainingSpec(_Strict):
+    budgets: list[Budget] = Field(min_length=1)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    max_shift: int = Field(2, ge=0, le=8)
+    seed: int = 0
+    checkpoint_every: int = Field(200, gt=0)
+
+
+class DownstreamSpec(_Strict):
+    tasks: list[str] = Field(min_length=1)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self):
+        for task in self.tasks:
+            _check_dataset(task, self.options.get(task, {}))
+        extra = sorted(set(self.options) - set(self.tasks))
+        if extra:
+            raise ValueError(f"options given for {extra}, which are not in tasks {self.tasks}")
+        return self
+
+
+class ProbeSpec(_Strict):
+    """Few-shot linear probes in closed form (big_vision's protocol)."""
+
+    shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 25], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    l2: list[float] = Field(default_factory=lambda: [2.0**10], min_length=1)
+
+    @field_validator("shots")
+    @classmethod
+    def _positive(cls, shots):
+        if any(k < 1 for k in shots):
+            raise ValueError(f"shots must be positive integers, got {shots}")
+        return sorted(set(shots))
+
+    @field_validator("l2")
+    @classmethod
+    def _l2(cls, l2):
+        if any(v <= 0 for v in l2):
+            raise ValueError(f"l2 values must be > 0, got {l2}")
+        return l2
+
+
+class BaselineSpec(_Strict):
+    """Rows every study measures: raw pixels, and each model of the grid at random initialisation."""
+
+    pixels: bool = True
+    random_init: bool = True
+
+
+class StudySpec(_Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    output_dir: str | None = None
+    upstream: UpstreamSpec = Field(default_factory=UpstreamSpec)
+    models: list[ModelGroup] = Field(min_length=1)
+    training: TrainingSpec
+    downstream: DownstreamSpec
+    probe: ProbeSpec = Field(default_factory=ProbeSpec)
+    baselines: BaselineSpec = Field(default_factory=BaselineSpec)
+    executor: Literal["local"] = "local"
+    quick: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _heldout_matches_upstream(self):
+        # The held-out fractal classes are only unseen if they come from the same generation as the upstream.
+        if self.upstream.dataset == "fractals" and "fractals_heldout" in self.downstream.tasks:
+            up = self.upstream.options
+            down = self.downstream.options.get("fractals_heldout", {})
+            for key in ("classes", "seed"):
+                if key in up or key in down:
+                    if up.get(key) != down.get(key):
+                        raise ValueError(
+                            f"downstream.options.fractals_heldout.{key} = {down.get(key)} must equal "
+                            f"upstream.options.{key} = {up.get(key)}, or the held-out classes overlap the upstream"
+                        )
+        return self
+
+    def study_dir(self, base: Path | None = None) -> Path:
+        path = Path(self.output_dir) if self.output_dir else Path("transferscale-runs") / self.name
+        return path if path.is_absolute() or base is None else base / path
+
+
+# ---- loading ------------------------------------------------------------------------------------------
+
+
+def _check_keys(raw: dict, model: type[BaseModel], where: str) -> None:
+    """Name unknown keys with a "did you mean" before pydantic's generic message can."""
+    fields = model.model_fields
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key not in fields:
+            raise TransferscaleError(f"unknown key {path!r} in the study spec; {did_you_mean(key, fields)}")
+        inner = _model_of(fields[key].annotation)
+        if inner is None:
+            continue
+        if isinstance(value, dict):
+            _check_keys(value, inner, path)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    _check_keys(item, inner, f"{path}[{i}]")
+
+
+def _model_of(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        lines.append(f"{loc or 'spec'}: {msg}{shown}")
+    return "invalid study spec:\n  " + "\n  ".join(lines)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_spec(text: str, *, quick: bool = False, source: str = "<spec>") -> StudySpec:
+    """Validate TOML text into a StudySpec; with `quick`, the spec's [quick] table is merged over it first."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise TransferscaleError(f"{source} is not valid TOML: {err}") from None
+    if quick:
+        over = raw.get("quick")
+        if not over:
+            raise TransferscaleError(
+                f"{source} has no [quick] table, so --quick has nothing to apply; add one with the keys to "
+                "override (see `transferscale init`)"
+            )
+        raw = _merge({k: v for k, v in raw.items() if k != "quick"}, over)
+    _check_keys(raw, StudySpec, "")
+    try:
+        return StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise TransferscaleError(f"{source}: {_format(err)}") from None
+
+
+def builtin_spec_text(name: str = "default") -> str:
+    if name not in BUILTIN_STUDIES:
+        raise TransferscaleError(f"unknown built-in study {name!r}; {did_you_mean(name, BUILTIN_STUDIES)}")
+    return resources.files("transferscale").joinpath(f"studies/{name}.toml").read_text()
+
+
+def load_spec(path: str | Path | None = None, *, quick: bool = False) -> tuple[StudySpec, str]:
+    """Load a spec file (or the embedded default when `path` is None); returns the spec and its text."""
+    if path is None:
+        text, source = builtin_spec_text("default"), "the default study"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise TransferscaleError(f"no study spec at {path}; write one with `transferscale init {path}`")
+        text, source = path.read_text(), str(path)
+    return parse_spec(text, quick=quick, source=source), text
