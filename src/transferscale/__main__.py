@@ -1,0 +1,3 @@
+from transferscale.cli import app
+
+app(prog_name="transferscale")

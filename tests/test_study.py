@@ -1,0 +1,126 @@
+"""End to end on a tiny study: run, resume without redoing, survive kill -9, record failures."""
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from transferscale.runner import run_study
+from transferscale.spec import load_spec
+from transferscale.store import read_results
+
+pytestmark = pytest.mark.slow
+
+
+def _run(path, **kwargs):
+    spec, text = load_spec(path)
+    return run_study(spec, text, spec.study_dir(), **kwargs)
+
+
+def _table(out):
+    cols = ["name", "metric", "task", "shots", "seed", "layer", "l2", "value"]
+    return read_results(out)[cols].sort_values(cols[:7]).reset_index(drop=True)
+
+
+def test_tiny_study_end_to_end_and_rerun_does_nothing(tiny_spec):
+    path, out = tiny_spec()
+    first = _run(path)
+    assert first.failed == {} and len(first.done) == 5
+    df = read_results(out)
+    trained = df[df.kind == "trained"]
+    assert set(df.name) == {"resnet-s-d0.5-s30", "vit-s-d0.5-s30", "resnet-s-random", "vit-s-random", "pixels"}
+    # an upstream accuracy for every network, a probe for every run x task x shots x seed
+    up = df[df.metric == "upstream_accuracy"]
+    assert set(up.name) == set(df.name) - {"pixels"}
+    few = df[df.metric == "fewshot_accuracy"]
+    assert len(few) == 5 * 2 * 2 * 2
+    assert few.value.between(0, 1).all() and trained.value.notna().all()
+    second = _run(path)
+    assert second.done == [] and second.skipped == 5
+    pd.testing.assert_frame_equal(_table(out), _table(out))
+    assert len(read_results(out)) == len(df)
+
+
+def test_added_task_evaluates_only_the_new_task(tiny_spec):
+    path, out = tiny_spec()
+    _run(path)
+    before = read_results(out)
+    path.write_text(path.read_text().replace('"sklearn_digits_shifted"]', '"sklearn_digits_shifted", "sklearn_digits"]'))
+    result = _run(path)
+    assert len(result.done) == 5  # every run owes the new task, and trains nothing again
+    after = read_results(out)
+    assert set(after.task) - set(before.task) == {"sklearn_digits"}
+    old = after[after.task != "sklearn_digits"]
+    pd.testing.assert_frame_equal(
+        old.sort_values(list(old.columns)).reset_index(drop=True),
+        before.sort_values(list(before.columns)).reset_index(drop=True),
+    )
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        steps = conn.execute("SELECT SUM(train_seconds) FROM runs WHERE kind='trained'").fetchone()[0]
+    assert steps is not None
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "transferscale", *map(str, args)]
+
+
+def _wait_for(predicate, proc, timeout=120):
+    t0 = time.time()
+    while not predicate():
+        assert proc.poll() is None, "the study finished before it could be interrupted; make it longer"
+        assert time.time() - t0 < timeout
+        time.sleep(0.05)
+
+
+def test_kill_9_and_resume_equals_uninterrupted(tiny_spec):
+    ref_path, ref_out = tiny_spec("reference", steps=60)
+    _run(ref_path)
+    path, out = tiny_spec("killed", steps=60)
+    # first kill: while the first run is training, after its first checkpoint
+    proc = subprocess.Popen(_cli("run", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: any((out / "checkpoints").glob("*.pt")), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    def done_runs():
+        try:
+            with sqlite3.connect(out / "results.sqlite") as conn:
+                return conn.execute("SELECT COUNT(*) FROM runs WHERE status='done'").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+
+    # second kill: after at least one run was committed
+    proc = subprocess.Popen(_cli("run", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: done_runs() >= 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert subprocess.run(_cli("run", path), capture_output=True).returncode == 0
+    pd.testing.assert_frame_equal(_table(out), _table(ref_out), check_exact=True)
+
+
+def test_corrupted_checkpoint_is_redone(tiny_spec):
+    path, out = tiny_spec()
+    _run(path)
+    reference = _table(out)
+    ckpt = next((out / "checkpoints").glob("*.pt"))
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # half-written
+    with sqlite3.connect(out / "results.sqlite") as conn:  # and the run not yet done
+        conn.execute("UPDATE runs SET status='running' WHERE key=?", (ckpt.stem,))
+    result = _run(path)
+    assert len(result.done) == 1
+    pd.testing.assert_frame_equal(_table(out), reference, check_exact=True)
+
+
+def test_a_failing_run_is_recorded_and_the_study_goes_on(tiny_spec):
+    path, out = tiny_spec()
+    # a learning rate this large makes the loss diverge
+    path.write_text(path.read_text().replace('sizes = ["s"]\n[training]', 'sizes = ["s"]\nlr = 1e30\n[training]'))
+    result = _run(path)
+    assert list(result.failed) == ["vit-s-d0.5-s30"]
+    assert "diverged" in result.failed["vit-s-d0.5-s30"]
+    assert len(result.done) == 4
+    status = subprocess.run(_cli("status", out), capture_output=True, text=True)
+    assert status.returncode == 0 and "failed" in status.stdout and "diverged" in status.stdout
