@@ -77,6 +77,7 @@ def _write(path: Path, dataset: Dataset) -> None:
 def _atomic_temp(path: Path, write: Callable) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

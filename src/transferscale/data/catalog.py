@@ -91,48 +91,50 @@ def _downstream(name: str, arrays: sources.Arrays, classes: list[str], train_per
 
 
 @register_dataset("opencv_digits", "OpenCV's 5,000 handwritten digits, aligned and centred (far task)")
-def opencv_digits(train_per_class: int = 50, test_size: int = 1000, seed: int = 0, root: str | None = None):
+def opencv_digits(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0,
+                  root: str | None = None):
     return _downstream("opencv_digits", sources.load_opencv_digits(root), sources.DIGIT_CLASSES,
                        train_per_class, test_size, seed)
 
 
 @register_dataset("opencv_digits_shifted",
                   "OpenCV digits, each rotated +-15 deg, zoomed 0.85-1.15, shifted +-3.5 px (mid task)")
-def opencv_digits_shifted(train_per_class: int = 50, test_size: int = 1000, seed: int = 0,
+def opencv_digits_shifted(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0,
                           root: str | None = None):
     return _downstream("opencv_digits_shifted", sources.load_opencv_digits(root), sources.DIGIT_CLASSES,
                        train_per_class, test_size, seed, "shifted")
 
 
 @register_dataset("sklearn_digits", "scikit-learn's 1,797 8x8 digits, upscaled to 20x20 and centred (far task)")
-def sklearn_digits(train_per_class: int = 50, test_size: int = 1000, seed: int = 0):
+def sklearn_digits(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0):
     return _downstream("sklearn_digits", sources.load_sklearn_digits(), sources.DIGIT_CLASSES,
                        train_per_class, test_size, seed)
 
 
 @register_dataset("sklearn_digits_shifted",
                   "scikit-learn digits, each rotated +-15 deg, zoomed 0.85-1.15, shifted +-3.5 px (mid task)")
-def sklearn_digits_shifted(train_per_class: int = 50, test_size: int = 1000, seed: int = 0):
+def sklearn_digits_shifted(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0):
     return _downstream("sklearn_digits_shifted", sources.load_sklearn_digits(), sources.DIGIT_CLASSES,
                        train_per_class, test_size, seed, "shifted")
 
 
 @register_dataset("fashion_mnist", "Fashion-MNIST clothes, aligned (far task)")
-def fashion_mnist(train_per_class: int = 50, test_size: int = 1000, seed: int = 0, root: str | None = None):
+def fashion_mnist(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0,
+                  root: str | None = None):
     return _downstream("fashion_mnist", sources.load_fashion_mnist(root), sources.FASHION_MNIST_CLASSES,
                        train_per_class, test_size, seed)
 
 
 @register_dataset("fashion_mnist_shifted",
                   "Fashion-MNIST, each rotated +-15 deg, zoomed 0.85-1.15, shifted +-3.5 px (mid task)")
-def fashion_mnist_shifted(train_per_class: int = 50, test_size: int = 1000, seed: int = 0,
+def fashion_mnist_shifted(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0,
                           root: str | None = None):
     return _downstream("fashion_mnist_shifted", sources.load_fashion_mnist(root), sources.FASHION_MNIST_CLASSES,
                        train_per_class, test_size, seed, "shifted")
 
 
 @register_dataset("fashion_mnist_inverted", "Fashion-MNIST with inverted intensities, white background (far task)")
-def fashion_mnist_inverted(train_per_class: int = 50, test_size: int = 1000, seed: int = 0,
+def fashion_mnist_inverted(train_per_class: int | None = 50, test_size: int | None = 1000, seed: int = 0,
                            root: str | None = None):
     return _downstream("fashion_mnist_inverted", sources.load_fashion_mnist(root), sources.FASHION_MNIST_CLASSES,
                        train_per_class, test_size, seed, "inverted")

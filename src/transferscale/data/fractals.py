@@ -5,8 +5,10 @@ by singular values s1, s2 in [0.35, 0.85]; b is uniform in [-1, 1]^2; map k is c
 proportional to |det A_k| + 0.02 (so every map shows, big ones most). The chaos game draws points of the
 attractor: 64 chains x 24 iterations per image, the first 8 discarded, 64 x 16 = 1,024 points per image.
 
-The class's own attractor (unjittered maps) is normalised to the canvas once, so every image of the class
-fills it. Each image then varies: its maps jittered (Gaussian, sigma 0.05 on every entry of A and b), its
+The class's own attractor (unjittered maps) is normalised to the canvas once, by conjugating the maps with
+the affine frame that takes its bounding box to [-0.9, 0.9]^2, so every image of the class fills the canvas
+and the jitter below means the same for a small attractor as for a big one. Each image then varies: its
+canvas-frame maps jittered (Gaussian, sigma 0.05 on every entry of A and b), its
 point cloud flipped left-right (p = 0.5), rotated by +-0.3 rad, scaled by 0.75-1 and shifted by +-0.12 of
 the canvas. Rendering accumulates hits per pixel and exposes them like film:
 value = round(255 * (1 - exp(-hits / 2))), so one hit is grey (100), four are near white (220); no
@@ -50,16 +52,10 @@ _EXPOSURE = np.array([round(255 * (1 - math.exp(-h / 2))) for h in range(64)], d
 class FractalClass:
     """One class: its maps as rows (a11, a12, a21, a22, b1, b2), their probabilities, and its canvas frame."""
 
-    maps: np.ndarray  # (M, 6) float64
+    maps: np.ndarray  # (M, 6) float64, as drawn
     probs: np.ndarray  # (M,) float64, sums to 1
-    centre: np.ndarray  # (2,) centre of the class attractor's bounding box
-    half_extent: np.ndarray  # (2,) half its width and height
+    canvas_maps: np.ndarray  # (M, 6) the same system in the canvas frame: attractor in [-0.9, 0.9]^2
     attempts: int  # how many map sets were drawn before one passed the fill test
-
-
-def _rotation(t: float) -> np.ndarray:
-    c, s = math.cos(t), math.sin(t)
-    return np.array([[c, -s], [s, c]])
 
 
 def _draw_maps(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -67,13 +63,16 @@ def _draw_maps(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     maps = np.empty((n_maps, 6))
     dets = np.empty(n_maps)
     for k in range(n_maps):
-        t1, t2 = rng.uniform(-math.pi, math.pi, size=2)
-        s1, s2 = rng.uniform(*SINGULAR, size=2)
-        reflect = 1.0 if rng.random() < 0.5 else -1.0
-        a = _rotation(float(t1)) @ np.diag([s1, reflect * s2]) @ _rotation(float(t2))
-        maps[k, :4] = a.ravel()
+        t1, t2 = (float(t) for t in rng.uniform(-math.pi, math.pi, size=2))
+        s1, s2 = (float(s) for s in rng.uniform(*SINGULAR, size=2))
+        if rng.random() < 0.5:
+            s2 = -s2  # a reflection
+        # A = R(t1) diag(s1, s2) R(t2), in scalar arithmetic: BLAS may round a 2x2 product differently
+        c1, n1, c2, n2 = math.cos(t1), math.sin(t1), math.cos(t2), math.sin(t2)
+        maps[k, :4] = (c1 * s1 * c2 - n1 * s2 * n2, -c1 * s1 * n2 - n1 * s2 * c2,
+                       n1 * s1 * c2 + c1 * s2 * n2, -n1 * s1 * n2 + c1 * s2 * c2)
         maps[k, 4:] = rng.uniform(-1.0, 1.0, size=2)
-        dets[k] = s1 * s2
+        dets[k] = s1 * abs(s2)
     weights = dets + DET_FLOOR
     return maps, weights / weights.sum()
 
@@ -100,21 +99,30 @@ def _chaos_game(maps: np.ndarray, probs: np.ndarray, start: np.ndarray, u: np.nd
     return kept.reshape(n_img, -1, 2)
 
 
-def _class_frame(maps: np.ndarray, probs: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Centre and half-extent of the class attractor, from a longer chaos game with its own maps."""
+def _to_canvas(maps: np.ndarray, probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The maps conjugated by N(p) = D (p - c), which takes the attractor's bounding box to [-0.9, 0.9]^2.
+
+    N A N^-1 is  p -> D A D^-1 p + D (A c + b - c): the same attractor, stretched to the canvas, so that
+    per-image jitter and pose act on every class at the canvas's scale, whatever the attractor's size.
+    """
     chains, iterations = 512, 40
     start = rng.uniform(-1, 1, size=(1, chains, 2))
     u = rng.random((1, iterations, chains))
     points = _chaos_game(maps[None], probs, start, u)[0]
     lo, hi = points.min(axis=0), points.max(axis=0)
-    return (lo + hi) / 2, np.maximum((hi - lo) / 2, 1e-6)
+    c = (lo + hi) / 2
+    d = MARGIN / np.maximum((hi - lo) / 2, 1e-6)
+    a11, a12, a21, a22, b1, b2 = maps.T
+    return np.stack([a11, a12 * (d[0] / d[1]), a21 * (d[1] / d[0]), a22,
+                     d[0] * (a11 * c[0] + a12 * c[1] + b1 - c[0]),
+                     d[1] * (a21 * c[0] + a22 * c[1] + b2 - c[1])], axis=1)
 
 
 def _render_block(fc: FractalClass, rng: np.random.Generator, n_img: int) -> np.ndarray:
     """n_img images of one class, each with its own jittered maps and pose."""
-    n_maps = fc.maps.shape[0]
-    jittered = fc.maps[None] + JITTER * rng.standard_normal((n_img, n_maps, 6))
-    start = fc.centre + fc.half_extent * rng.uniform(-1, 1, size=(n_img, CHAINS, 2))
+    n_maps = fc.canvas_maps.shape[0]
+    jittered = fc.canvas_maps[None] + JITTER * rng.standard_normal((n_img, n_maps, 6))
+    start = rng.uniform(-MARGIN, MARGIN, size=(n_img, CHAINS, 2))
     u = rng.random((n_img, ITERATIONS, CHAINS))
     flip = rng.random(n_img) < FLIP_P
     angle = rng.uniform(-MAX_ROTATE, MAX_ROTATE, size=n_img)
@@ -122,10 +130,9 @@ def _render_block(fc: FractalClass, rng: np.random.Generator, n_img: int) -> np.
     shift = rng.uniform(-MAX_SHIFT, MAX_SHIFT, size=(n_img, 2)) * 2  # canvas is [-1, 1]: width 2
     points = _chaos_game(jittered, fc.probs, start, u)
 
-    # canvas coordinates in [-1, 1]: normalise by the class frame, flip, rotate, scale, shift
-    p = (points - fc.centre) * (MARGIN / fc.half_extent)
-    px = np.where(flip[:, None], -p[..., 0], p[..., 0])
-    py = p[..., 1]
+    # pose, in canvas coordinates ([-1, 1], y up): flip, rotate, scale, shift
+    px = np.where(flip[:, None], -points[..., 0], points[..., 0])
+    py = points[..., 1]
     cos = np.array([math.cos(a) for a in angle])[:, None] * scale[:, None]
     sin = np.array([math.sin(a) for a in angle])[:, None] * scale[:, None]
     qx = cos * px - sin * py + shift[:, :1]
@@ -141,38 +148,45 @@ def _render_block(fc: FractalClass, rng: np.random.Generator, n_img: int) -> np.
     return _EXPOSURE[np.minimum(hits, _EXPOSURE.size - 1)].reshape(n_img, SIZE, SIZE)
 
 
-def _images(fc: FractalClass, seed: int, index: int, n: int) -> np.ndarray:
-    blocks = [
-        _render_block(fc, np.random.default_rng([seed, index, fc.attempts, 1, b]), min(BLOCK, n - b * BLOCK))
-        for b in range(-(-n // BLOCK))
-    ]
-    return np.concatenate(blocks) if blocks else np.zeros((0, SIZE, SIZE), np.uint8)
+def _block(fc: FractalClass, seed: int, index: int, b: int) -> np.ndarray:
+    # always a whole block: its random draws must not depend on how many images are asked for
+    return _render_block(fc, np.random.default_rng([seed, index, fc.attempts, 1, b]), BLOCK)
 
 
-def fractal_class(seed: int, index: int) -> FractalClass:
-    """The maps of class ``index``: the first map set drawn from (seed, index) whose images fill >= 12%."""
+def _accepted_class(seed: int, index: int) -> tuple[FractalClass, np.ndarray]:
+    """The first map set drawn from (seed, index) whose first block of images fills >= 12%, and that block."""
     for attempt in range(MAX_ATTEMPTS):
         rng = np.random.default_rng([seed, index, attempt, 0])
         maps, probs = _draw_maps(rng)
-        centre, half_extent = _class_frame(maps, probs, rng)
-        fc = FractalClass(maps, probs, centre, half_extent, attempt)
-        if (_images(fc, seed, index, BLOCK) > 0).mean() >= MIN_FILL:
-            return fc
-    raise AssertionError(f"no fractal class passed the fill test in {MAX_ATTEMPTS} attempts")  # pragma: no cover
+        fc = FractalClass(maps, probs, _to_canvas(maps, probs, rng), attempt)
+        first = _block(fc, seed, index, 0)
+        if (first > 0).mean() >= MIN_FILL:
+            return fc, first
+    raise AssertionError(f"no fractal map set passed the fill test in {MAX_ATTEMPTS} tries")  # pragma: no cover
 
 
-def generate_fractals(n_classes: int, per_class: int, seed: int = 0, first_class: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def fractal_class(seed: int, index: int) -> FractalClass:
+    """The maps of class ``index`` under ``seed``."""
+    return _accepted_class(seed, index)[0]
+
+
+def generate_fractals(n_classes: int, per_class: int, seed: int = 0,
+                      first_class: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of classes first_class .. first_class + n_classes - 1, class-major order.
 
     Returns x (n_classes * per_class, 28, 28) uint8 and y (int64, 0 .. n_classes - 1). Class c's images
     depend only on (seed, first_class + c) and per_class, and the first k of them not even on per_class.
     """
-    for option, value, low in (("n_classes", n_classes, 1), ("per_class", per_class, 1), ("first_class", first_class, 0)):
-        if not isinstance(value, (int, np.integer)) or value < low:
+    checks = (("n_classes", n_classes, 1), ("per_class", per_class, 1), ("seed", seed, 0),
+              ("first_class", first_class, 0))
+    for option, value, low in checks:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
             raise TransferscaleError(f"fractal option {option} must be an integer >= {low}, got {value!r}")
     x = np.empty((n_classes * per_class, SIZE, SIZE), np.uint8)
     for c in range(n_classes):
         index = first_class + c
-        x[c * per_class:(c + 1) * per_class] = _images(fractal_class(seed, index), seed, index, per_class)
+        fc, first = _accepted_class(seed, index)
+        blocks = [first] + [_block(fc, seed, index, b) for b in range(1, -(-per_class // BLOCK))]
+        x[c * per_class:(c + 1) * per_class] = np.concatenate(blocks)[:per_class]
     y = np.repeat(np.arange(n_classes, dtype=np.int64), per_class)
     return x, y

@@ -32,6 +32,7 @@ class DatasetEntry:
     builder: Builder
     description: str
     options: dict[str, Any]  # option -> default; seed included, cache_dir not
+    nullable: frozenset[str]  # options annotated `... | None`: None is a valid value
     caches_itself: bool
 
 
@@ -49,7 +50,8 @@ def register_dataset(name: str, description: str | None = None) -> Callable[[Bui
         if "seed" not in options or any(d is inspect.Parameter.empty for d in options.values()):
             raise TypeError(f"builder of {name!r}: every option needs a default, and seed must be one")
         text = description or (builder.__doc__ or name).strip().splitlines()[0]
-        _REGISTRY[name] = DatasetEntry(name, builder, text, options, "cache_dir" in params)
+        nullable = frozenset(o for o in options if "None" in str(params[o].annotation))
+        _REGISTRY[name] = DatasetEntry(name, builder, text, options, nullable, "cache_dir" in params)
         return builder
 
     return decorate
@@ -85,10 +87,15 @@ def load_dataset(name: str, cache_dir: str | os.PathLike | None = None, **option
                 f"dataset {name!r} has no option {option!r}; {did_you_mean(option, entry.options)} "
                 f"(its options: {', '.join(entry.options)})")
         default = entry.options[option]
+        if value is None and option not in entry.nullable:
+            raise TransferscaleError(f"dataset {name!r}: option {option} cannot be None; "
+                                     f"pass a {type(default).__name__} like its default {default!r}")
         if value is not None and default is not None and not _same_kind(value, default):
             raise TransferscaleError(f"dataset {name!r}: option {option}={value!r} should be a "
                                      f"{type(default).__name__}, like its default {default!r}")
     resolved = {**entry.options, **{k: _plain(v) for k, v in options.items()}}
+    if resolved["seed"] < 0:
+        raise TransferscaleError(f"dataset {name!r}: seed={resolved['seed']}; seeds are integers >= 0")
     if entry.caches_itself:
         return entry.builder(**resolved, cache_dir=cache_dir)
     return cached(cache_dir, name, resolved, DATA_VERSION, lambda: entry.builder(**resolved))

@@ -1,6 +1,8 @@
 """Image transforms on uint8 batches (N, H, W): per-image affine warps and inversion. numpy only."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from transferscale.errors import TransferscaleError
@@ -17,7 +19,7 @@ def affine(x: np.ndarray, rotate_deg, zoom, shift) -> np.ndarray:
     in (column, row-up) coordinates, so zero rotation, zoom 1 and shift 0 return x exactly.
     """
     x = _check_images(x)
-    n, h, w = x.shape
+    n = len(x)
     theta = np.deg2rad(np.broadcast_to(np.asarray(rotate_deg, float), (n,)))
     zoom = np.broadcast_to(np.asarray(zoom, float), (n,))
     shift = np.broadcast_to(np.asarray(shift, float), (n, 2))
@@ -36,8 +38,9 @@ def _warp(x: np.ndarray, theta: np.ndarray, zoom: np.ndarray, shift: np.ndarray)
     # output offsets from the centre, y pointing up so that positive angles turn counter-clockwise
     u = (np.arange(w) - cx)[None, None, :] - shift[:, 0, None, None]
     v = (cy - np.arange(h))[None, :, None] + shift[:, 1, None, None]
-    cos = (np.cos(theta) / zoom)[:, None, None]
-    sin = (np.sin(theta) / zoom)[:, None, None]
+    # libm per image, not numpy's SIMD cos / sin, whose last bit may differ between machines
+    cos = (np.array([math.cos(t) for t in theta]) / zoom)[:, None, None]
+    sin = (np.array([math.sin(t) for t in theta]) / zoom)[:, None, None]
     src_col = cx + cos * u + sin * v
     src_row = cy - (-sin * u + cos * v)
     return _bilinear(x, src_row, src_col)
