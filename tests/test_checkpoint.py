@@ -1,0 +1,44 @@
+"""Checkpoints are written atomically and a damaged one is detected, never trusted."""
+import torch
+
+from transferscale.pretrain import load_checkpoint, lr_at, random_shift, save_checkpoint, subset_indices
+
+
+def test_roundtrip_and_corruption(tmp_path):
+    path = tmp_path / "run.pt"
+    save_checkpoint(path, {"w": torch.arange(10.0), "step": 3})
+    assert load_checkpoint(path)["step"] == 3
+    assert not list(tmp_path.glob("*.tmp"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert load_checkpoint(path) is None
+    path.write_bytes(b"")
+    assert load_checkpoint(path) is None
+    assert load_checkpoint(tmp_path / "missing.pt") is None
+
+
+def test_schedule_warmup_then_cosine():
+    lrs = [lr_at(s, 100, 1.0, 0.1) for s in range(100)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0 and lrs[10] == 1.0
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01
+
+
+def test_random_shift_moves_content_and_fills_background():
+    x = torch.full((4, 1, 8, 8), -1.0)
+    x[:, 0, 4, 4] = 1.0
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    for img in out[:, 0]:
+        assert (img == 1.0).sum() == 1 and (img == -1.0).sum() == 63
+        r, c = (img == 1.0).nonzero()[0].tolist()
+        assert abs(r - 4) <= 2 and abs(c - 4) <= 2
+
+
+def test_subsets_nested_and_stratified():
+    import numpy as np
+
+    y = np.repeat(np.arange(4), 50)
+    small, large = subset_indices(y, 0.1, 0), subset_indices(y, 0.3, 0)
+    assert set(small) <= set(large)
+    assert np.bincount(y[small]).tolist() == [5] * 4 and np.bincount(y[large]).tolist() == [15] * 4

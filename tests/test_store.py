@@ -1,0 +1,64 @@
+"""The results store: idempotent commits, one transaction per run, tidy reads."""
+import sqlite3
+
+import pytest
+
+from transferscale.errors import TransferscaleError
+from transferscale.plan import make_plan
+from transferscale.spec import load_spec
+from transferscale.store import Measurement, Store, read_results
+
+
+@pytest.fixture
+def runs():
+    return make_plan(load_spec(None, quick=True)[0]).runs
+
+
+def _rows(n=3):
+    return [Measurement("upstream_accuracy", "fractals", 0.5)] + [
+        Measurement("fewshot_accuracy", "fashion_mnist", 0.1 * i, shots=5, seed=i, layer=-1, l2=1024.0)
+        for i in range(n)
+    ]
+
+
+def test_commit_is_idempotent(tmp_path, runs):
+    with Store(tmp_path) as store:
+        store.mark_running(runs[0], {"torch": "x"})
+        store.commit_run(runs[0].key, _rows(), {"fashion_mnist": "e1"}, params=10, train_seconds=1.0, eval_seconds=2.0)
+        first = store.results_frame()
+        store.mark_running(runs[0], {"torch": "x"})  # a restart leaves earlier results alone
+        store.commit_run(runs[0].key, _rows(), {"fashion_mnist": "e1"}, params=10, train_seconds=1.0, eval_seconds=2.0)
+        second = store.results_frame()
+        assert len(first) == len(second) == 4
+        assert store.run_status() == {runs[0].key: "done"}
+        assert store.done_evaluations() == {"e1"}
+
+
+def test_not_applicable_columns_read_back_as_na(tmp_path, runs):
+    with Store(tmp_path) as store:
+        store.mark_running(runs[0], {})
+        store.commit_run(runs[0].key, _rows(1), {}, params=None, train_seconds=0, eval_seconds=0)
+    df = read_results(tmp_path)
+    up = df[df.metric == "upstream_accuracy"].iloc[0]
+    assert up.shots is __import__("pandas").NA and up.seed is __import__("pandas").NA
+    few = df[df.metric == "fewshot_accuracy"].iloc[0]
+    assert few.shots == 5 and few.layer == -1 and few.l2 == 1024.0
+    assert list(df.columns[:6]) == ["run", "name", "kind", "run_kind", "family", "size"]
+
+
+def test_a_failed_commit_leaves_nothing(tmp_path, runs):
+    with Store(tmp_path) as store:
+        store.mark_running(runs[0], {})
+        # the measurements insert, then the evaluation row violates NOT NULL: all of it must roll back
+        with pytest.raises(sqlite3.IntegrityError):
+            store.commit_run(runs[0].key, _rows(2), {None: "e"}, params=1, train_seconds=0, eval_seconds=0)
+        assert store.results_frame().empty
+        assert store.run_status()[runs[0].key] == "running"
+        assert store.done_evaluations() == set()
+
+
+def test_wal_and_missing_store(tmp_path):
+    with Store(tmp_path) as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with pytest.raises(TransferscaleError, match="no results store"):
+        read_results(tmp_path / "elsewhere")
