@@ -17,6 +17,13 @@ hull's vertices are the models with the smallest gaps, in the data as in the res
 rather than the percentile interval, which would repeat it. k and alpha are positive and skewed, so their
 interval is formed on the log scale: [theta_hat^2 / q_hi, theta_hat^2 / q_lo].
 It assumes the spread below the frontier does not depend on US accuracy (gaps are exchangeable).
+
+Measured (benchmarks/coverage_saturation.py, 3 frontiers x 100 draws of 100 models, nominal 95%): k 97-98%,
+alpha 94-96%, e_IR 78-82%, against 24-57% / 26-71% / 26-57% for the plain bootstrap. e_IR still falls
+short because the fitted curve passes through the hull's vertices, so the resampled gaps put near-frontier
+models exactly on f_hat, while the real ones scatter around f with noise: the resamples see part of the
+hull's bias, not all of it (smoothing the gaps did not close the gap; a transform of e_IR's headroom to
+its bound did for two frontiers and failed for the third). The e_IR interval is therefore a little narrow.
 """
 from __future__ import annotations
 
@@ -67,8 +74,12 @@ def basic_interval(estimate, samples, level: float, alpha_bounds) -> dict[str, t
             ci[name] = (max(2 * estimate[j] - q[1, j], 0.0), 2 * estimate[j] - q[0, j])
         else:
             ci[name] = (estimate[j] ** 2 / q[1, j], estimate[j] ** 2 / q[0, j])
-    ci["alpha"] = tuple(float(np.clip(v, *alpha_bounds)) for v in ci["alpha"])
-    return ci
+    ci["alpha"] = tuple(np.clip(v, *alpha_bounds) for v in ci["alpha"])
+    # Where the resampled fits all fall on one side of the estimate (a fit resting on 3-4 points), the
+    # basic interval can exclude the estimate itself; widen it to include it rather than print a range
+    # that disagrees with the number next to it.
+    return {name: (float(min(lo, estimate[j])), float(max(hi, estimate[j])))
+            for j, (name, (lo, hi)) in enumerate(ci.items())}
 
 
 def percentile_interval(samples, level: float) -> dict[str, tuple[float, float]]:

@@ -26,6 +26,18 @@ def upper_hull(us_acc, ds_acc) -> np.ndarray:
     return order[rec][kept]
 
 
+def records(us_acc, ds_acc) -> np.ndarray:
+    """Indices of the models whose DS accuracy beats every model with lower US accuracy, by US accuracy.
+
+    They trace the frontier whatever its curvature, where the convex hull keeps only the corners of a
+    frontier that is convex in accuracy space (alpha < 1).
+    """
+    x = np.asarray(us_acc, dtype=float)
+    y = np.asarray(ds_acc, dtype=float)
+    order = np.lexsort((-y, x))
+    return order[_records(y[order])]
+
+
 def _records(y_sorted: np.ndarray) -> np.ndarray:
     """Positions whose DS beats every point to their left (lower US).
 
