@@ -101,12 +101,12 @@ def test_cli_fits_a_csv_with_groups(cli, tmp_path):
 def test_cli_errors_say_what_to_change(cli, tmp_path):
     pd.DataFrame({"us": [0.1, 0.2], "ds": [0.1, 0.2]}).to_csv(tmp_path / "t.csv", index=False)
     res = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "uss", "--ds", "ds"])
-    assert res.exit_code == 1 and "did you mean 'us'" in res.output
+    assert res.exit_code == 2 and "did you mean 'us'" in res.output
     res = CliRunner().invoke(cli, ["fit"])
-    assert res.exit_code == 1 and "STUDY_DIR or --csv" in res.output
+    assert res.exit_code == 2 and "STUDY_DIR or --csv" in res.output
     res = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "us", "--ds", "ds",
                                    "--points", "hull"])
-    assert res.exit_code == 1 and "upper_hull" in res.output
+    assert res.exit_code == 2 and "upper_hull" in res.output
 
 
 @pytest.mark.skipif(not TIMM.is_dir(), reason="shared timm results not present")

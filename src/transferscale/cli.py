@@ -14,6 +14,7 @@ from typing import Annotated, Optional  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from transferscale.cli_fit import fit_command  # noqa: E402
 from transferscale.errors import TransferscaleError  # noqa: E402
 
 app = typer.Typer(
@@ -24,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+# Piped or captured output gets a wide console: 80 columns would squash the results tables.
+console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True)
 
 StudyDir = Annotated[
@@ -137,15 +139,7 @@ def results(
         console.print(f"wrote {len(df)} rows to {output}")
 
 
-def _register_optional() -> None:
-    try:
-        from transferscale.cli_fit import fit_command
-    except ImportError:
-        return
-    app.command("fit")(fit_command)
-
-
-_register_optional()
+app.command("fit")(fit_command)
 
 
 def main() -> None:

@@ -54,8 +54,8 @@ def fit_command(
         fits = fit_saturation(table, us="us_acc", ds="ds_acc", by=by_cols, points=points,
                               n_bootstrap=n_bootstrap, random_state=seed)
     except TransferscaleError as err:
-        Console(stderr=True).print(f"[red]error:[/red] {err}")
-        raise typer.Exit(1)
+        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        raise typer.Exit(2)
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(_render(fits, by_cols, points))

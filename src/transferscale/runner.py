@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from transferscale.errors import TransferscaleError
 from transferscale.plan import Plan, Run, Task, make_plan
@@ -151,8 +152,10 @@ class StudyRunner:
         for task in owed:
             ds = self.dataset(task.name, task.options)
             self.progress.phase(f"probing {task.name}")
-            table = fewshot_probe(extract(model, ds.x_train), ds.y_train, extract(model, ds.x_test), ds.y_test,
-                                  shots=p.shots, seeds=p.seeds, l2=p.l2)
+            x_train, x_test = extract(model, ds.x_train), extract(model, ds.x_test)
+            # Small solves run far faster on one BLAS thread than on two fighting torch's (MEASURED.md).
+            with threadpool_limits(1):
+                table = fewshot_probe(x_train, ds.y_train, x_test, ds.y_test, shots=p.shots, seeds=p.seeds, l2=p.l2)
             rows += [Measurement("fewshot_accuracy", task.name, r.accuracy, shots=r.shots, seed=r.seed, layer=-1,
                                  l2=r.l2) for r in table.itertuples()]
         return rows
