@@ -36,7 +36,13 @@ def test_tiny_study_end_to_end_and_rerun_does_nothing(tiny_spec):
     up = df[df.metric == "upstream_accuracy"]
     assert set(up.name) == set(df.name) - {"pixels"}
     few = df[df.metric == "fewshot_accuracy"]
-    assert len(few) == 5 * 2 * 2 * 2
+    # layers: ResNet stem + 4 stages, ViT-s 2 blocks, pixels none; plus the final representation (-1) for all
+    layers = few.groupby("name").layer.unique().map(sorted).to_dict()
+    assert layers["resnet-s-d0.5-s30"] == layers["resnet-s-random"] == [-1, 0, 1, 2, 3, 4]
+    assert layers["vit-s-d0.5-s30"] == [-1, 0, 1] and layers["pixels"] == [-1]
+    assert len(few) == (6 + 3 + 6 + 3 + 1) * 2 * 2 * 2
+    vit = few[few.name == "vit-s-d0.5-s30"].groupby("layer").depth.first().to_dict()
+    assert vit == {-1: 1.0, 0: 0.5, 1: 1.0}
     assert few.value.between(0, 1).all() and trained.value.notna().all()
     second = _run(path)
     assert second.done == [] and second.skipped == 5

@@ -34,6 +34,8 @@ def fit_command(
         "fractions, unless a value is above 1 (and none above 100): then percent, and it says so."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", help="Bootstrap resamples per group; 0: none."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
+    layers: str = typer.Option("final", "--layers", help="With STUDY_DIR: fit the final representation "
+                               "only (final), or every probed layer (all)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write. Default: "
                                        "STUDY_DIR/saturation_fits.csv, or ./saturation_fits.csv with --csv."),
 ) -> None:
@@ -48,7 +50,11 @@ def fit_command(
     if not console.is_terminal:  # piped or captured: 80 columns would squash the table
         console = Console(width=160)
     try:
+        if layers not in ("final", "all"):
+            raise TransferscaleError(f"--layers {layers!r}: use 'final' or 'all'")
         table, by_cols, notes, default_out = _load(study_dir, csv, us, ds, by or [], join, on or [], percent)
+        if study_dir is not None and layers == "final":
+            table = table[table["layer"] == -1]
         if points not in POINT_SETS:
             raise TransferscaleError(f"--points {points!r} is not a point set; use one of {POINT_SETS}")
         fits = fit_saturation(table, us="us_acc", ds="ds_acc", by=by_cols, points=points,

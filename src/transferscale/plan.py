@@ -15,7 +15,7 @@ from transferscale.spec import StudySpec
 
 # Bump when the training or evaluation code changes what it computes, so old results are not reused.
 TRAIN_RECIPE = "train-v1"
-EVAL_RECIPE = "eval-v1"
+EVAL_RECIPE = "eval-v2"  # v2: every layer
 
 
 def config_key(config: dict) -> str:

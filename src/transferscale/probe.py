@@ -9,8 +9,8 @@ For a k-shot training set X (n x d) with labels y over C classes:
        dual   (n <  d):  X X^T = U diag(s) U^T,  W = X^T U diag(1 / (s + l2)) U^T Y
      and the test scores X_test W share every factor but the diagonal, so each extra l2 costs one product;
   5. predict argmax over classes; report accuracy.
-The decomposition is float64 (1-shot Gram matrices are rank-deficient and features may be of any scale);
-the products with the test features, which dominate the cost, are float32.
+The decomposition and the weights are float64 (1-shot Gram matrices are rank-deficient and features may be
+of any scale); the one product with the test features, which dominates the cost, is float32.
 """
 from __future__ import annotations
 
@@ -45,36 +45,48 @@ def fewshot_indices(y: np.ndarray, shots: int, seed: int) -> np.ndarray:
 
 
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise with the k-shot set's statistics and append the bias column: float64 train, float32 test."""
     mean = x_train.mean(0)
     std = x_train.std(0)
     std[std < 1e-12] = 1.0  # a constant feature carries nothing; leave it at zero rather than divide by 0
-    bias = np.ones((len(x_train), 1))
-    xtr = np.hstack([(x_train - mean) / std, bias])
-    xte = np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))])
+    xtr = np.empty((len(x_train), x_train.shape[1] + 1))
+    xtr[:, :-1] = (x_train - mean) / std
+    xtr[:, -1] = 1.0
+    xte = np.empty((len(x_test), x_test.shape[1] + 1), dtype=np.float32)
+    xte[:, :-1] = (x_test - mean.astype(np.float32)) / std.astype(np.float32)
+    xte[:, -1] = 1.0
     return xtr, xte
 
 
-def ridge_scores(x_train, y_train, x_test, l2: Sequence[float], classes: np.ndarray | None = None):
-    """Test scores (len(l2) x m x C) of the regularised least-squares probe, one eigh for all l2 values."""
-    x_train = np.asarray(x_train, dtype=np.float64)
-    x_test = np.asarray(x_test, dtype=np.float64)
-    classes = np.unique(y_train) if classes is None else classes
-    targets = 2.0 * (np.asarray(y_train)[:, None] == classes[None, :]) - 1.0
-    xtr, xte = _standardise(x_train, x_test)
+def ridge_weights(xtr: np.ndarray, targets: np.ndarray, l2: Sequence[float]) -> np.ndarray:
+    """Ridge weights (len(l2) x (d+1) x C) for standardised, bias-augmented features, from one eigh."""
     n, d = xtr.shape
     if n >= d:
         s, v = np.linalg.eigh(xtr.T @ xtr)
-        left = (xte @ v).astype(np.float32)  # m x d
-        right = v.T @ (xtr.T @ targets)  # d x C
+        proj = v.T @ (xtr.T @ targets)  # d x C
     else:
         s, u = np.linalg.eigh(xtr @ xtr.T)
-        left = ((xte @ xtr.T) @ u).astype(np.float32)  # m x n
-        right = u.T @ targets  # n x C
+        proj = u.T @ targets  # n x C
     s = np.clip(s, 0.0, None)  # round-off can make the smallest eigenvalues of a PSD matrix slightly negative
-    out = np.empty((len(l2), len(xte), len(classes)), dtype=np.float32)
-    for i, lam in enumerate(l2):
-        out[i] = left @ (right / (s + lam)[:, None]).astype(np.float32)
-    return out, classes
+    if n >= d:
+        return np.stack([v @ (proj / (s + lam)[:, None]) for lam in l2])
+    return np.stack([xtr.T @ (u @ (proj / (s + lam)[:, None])) for lam in l2])
+
+
+def ridge_scores(x_train, y_train, x_test, l2: Sequence[float], classes: np.ndarray | None = None):
+    """Test scores (len(l2) x m x C) of the regularised least-squares probe, one eigh for all l2 values.
+
+    The weights of every l2 are solved first (cheap: d x C each) and the test features meet them in one
+    float32 product, m x d x (len(l2) * C), the least work any probe scoring m examples can do.
+    """
+    x_train = np.asarray(x_train, dtype=np.float64)
+    classes = np.unique(y_train) if classes is None else classes
+    targets = 2.0 * (np.asarray(y_train)[:, None] == classes[None, :]) - 1.0
+    xtr, xte = _standardise(x_train, np.asarray(x_test, dtype=np.float32))
+    w = ridge_weights(xtr, targets, l2)  # L x d x C
+    n_l2, d, c = w.shape
+    flat = w.transpose(1, 0, 2).reshape(d, n_l2 * c).astype(np.float32)
+    return (xte @ flat).reshape(len(xte), n_l2, c).transpose(1, 0, 2), classes
 
 
 def ridge_probe(x_train, y_train, x_test, y_test, l2: float | Sequence[float] = 2.0**10) -> np.ndarray:

@@ -1,4 +1,12 @@
-"""Representations: one forward pass of a checkpoint over a dataset gives its features and its logits."""
+"""Representations: one forward pass of a checkpoint over a dataset gives every layer's features.
+
+Layers are numbered by timm's `forward_intermediates`: for ViT and MLP-Mixer, layer i is the output of
+block i (tokens, averaged over all patch positions: there is no class token); for ResNet, layer 0 is the stem
+and layers 1-4 the four stages (feature maps, averaged over height and width). Layer -1 is the final
+representation, the pooled pre-logits features the classifier head sees (for ViT and Mixer, the tokens after
+the final norm, averaged). `depth` = (i + 1) / number of layers, and 1.0 for layer -1, so models of
+different depth compare.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +29,28 @@ def extract(model: torch.nn.Module | None, x_uint8: np.ndarray) -> np.ndarray:
     model.eval()
     out = [pooled_features(model, to_tensor(x_uint8[i:i + BATCH])).numpy() for i in range(0, len(x_uint8), BATCH)]
     return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def layer_depth(layer: int, n_layers: int) -> float:
+    return 1.0 if layer == -1 else (layer + 1) / n_layers
+
+
+@torch.no_grad()
+def extract_layers(model: torch.nn.Module | None, x_uint8: np.ndarray) -> dict[int, np.ndarray]:
+    """Every layer's pooled features from one forward pass: {layer: float32 [N, D_layer]}, -1 the final one.
+
+    `model=None` is the raw-pixel baseline, which has only layer -1.
+    """
+    if model is None:
+        return {-1: extract(None, x_uint8)}
+    model.eval()
+    chunks: dict[int, list[np.ndarray]] = {}
+    for i in range(0, len(x_uint8), BATCH):
+        final, inter = model.forward_intermediates(to_tensor(x_uint8[i:i + BATCH]))
+        chunks.setdefault(-1, []).append(model.forward_head(final, pre_logits=True).numpy())
+        for layer, fmap in enumerate(inter):  # NCHW for every family: average over the spatial positions
+            chunks.setdefault(layer, []).append(fmap.mean(dim=(2, 3)).numpy())
+    return {layer: np.concatenate(parts).astype(np.float32, copy=False) for layer, parts in chunks.items()}
 
 
 @torch.no_grad()

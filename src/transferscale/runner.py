@@ -140,7 +140,7 @@ class StudyRunner:
 
     def _measure(self, run: Run, model, owed: list[Task]) -> list[Measurement]:
         from transferscale.probe import fewshot_probe
-        from transferscale.represent import accuracy, extract
+        from transferscale.represent import accuracy, extract_layers, layer_depth
 
         rows = []
         if model is not None:
@@ -152,12 +152,18 @@ class StudyRunner:
         for task in owed:
             ds = self.dataset(task.name, task.options)
             self.progress.phase(f"probing {task.name}")
-            x_train, x_test = extract(model, ds.x_train), extract(model, ds.x_test)
-            # Small solves run far faster on one BLAS thread than on two fighting torch's (MEASURED.md).
-            with threadpool_limits(1):
-                table = fewshot_probe(x_train, ds.y_train, x_test, ds.y_test, shots=p.shots, seeds=p.seeds, l2=p.l2)
-            rows += [Measurement("fewshot_accuracy", task.name, r.accuracy, shots=r.shots, seed=r.seed, layer=-1,
-                                 l2=r.l2) for r in table.itertuples()]
+            train_layers, test_layers = extract_layers(model, ds.x_train), extract_layers(model, ds.x_test)
+            n_layers = len(train_layers) - 1
+            if p.layers == "final":
+                train_layers = {-1: train_layers[-1]}
+            for layer, x_train in train_layers.items():
+                # Small solves run far faster on one BLAS thread than on two fighting torch's (MEASURED.md).
+                with threadpool_limits(1):
+                    table = fewshot_probe(x_train, ds.y_train, test_layers[layer], ds.y_test, shots=p.shots,
+                                          seeds=p.seeds, l2=p.l2)
+                depth = layer_depth(layer, n_layers)
+                rows += [Measurement("fewshot_accuracy", task.name, r.accuracy, shots=r.shots, seed=r.seed,
+                                     layer=layer, l2=r.l2, depth=depth) for r in table.itertuples()]
         return rows
 
     def _one(self, store: Store, run: Run, done_evals: set[str]) -> None:

@@ -18,7 +18,7 @@ class ViTShape:
     depth: int
     num_heads: int
     mlp_ratio: float = 2.0
-    patch_size: int = 4
+    patch_size: int = 7
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class MixerShape:
     num_blocks: int
     mlp_ratio_tokens: float = 0.5
     mlp_ratio_channels: float = 2.0
-    patch_size: int = 4
+    patch_size: int = 7
 
 
 @dataclass(frozen=True)
@@ -39,12 +39,13 @@ class ResNetShape:
 
 FAMILIES: dict[str, type] = {"vit": ViTShape, "mixer": MixerShape, "resnet": ResNetShape}
 
-# Named sizes per family, smallest first. Throughput on 28x28 inputs is in ../shared/MEASURED.md.
+# Named sizes per family, smallest first. ViT and Mixer cut 28x28 images into 4x4 = 16 patches of 7x7: with
+# 4x4 patches (49 tokens) they train 2-3x slower per image and learn no faster per step at this scale.
 SIZES: dict[str, dict[str, object]] = {
     "vit": {
         "s": ViTShape(embed_dim=32, depth=2, num_heads=2),
-        "m": ViTShape(embed_dim=64, depth=3, num_heads=4),
-        "l": ViTShape(embed_dim=96, depth=4, num_heads=4),
+        "m": ViTShape(embed_dim=48, depth=3, num_heads=3),
+        "l": ViTShape(embed_dim=64, depth=4, num_heads=4),
     },
     "mixer": {
         "s": MixerShape(embed_dim=48, num_blocks=2),
@@ -52,9 +53,9 @@ SIZES: dict[str, dict[str, object]] = {
         "l": MixerShape(embed_dim=96, num_blocks=4),
     },
     "resnet": {
-        "s": ResNetShape(widths=(16, 32, 64, 128), stem_width=16),
-        "m": ResNetShape(widths=(24, 48, 96, 192), stem_width=24),
-        "l": ResNetShape(widths=(32, 64, 128, 256), stem_width=32),
+        "s": ResNetShape(widths=(8, 16, 32, 64), stem_width=8),
+        "m": ResNetShape(widths=(16, 32, 64, 128), stem_width=16),
+        "l": ResNetShape(widths=(24, 48, 96, 192), stem_width=24),
     },
 }
 

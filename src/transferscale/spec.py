@@ -111,6 +111,7 @@ class ProbeSpec(_Strict):
     shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 25], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     l2: list[float] = Field(default_factory=lambda: [2.0**10], min_length=1)
+    layers: Literal["all", "final"] = "all"
 
     @field_validator("shots")
     @classmethod

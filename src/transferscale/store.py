@@ -4,7 +4,7 @@ Tables
   meta          key/value: the spec text, when the study was created, versions
   runs          one row per run key: name, kind, family, size, config (JSON), status, error, timings, versions
   evaluations   one row per (run, task) evaluation key that has finished, so changed probes re-run only what changed
-  measurements  (run, metric, task, shots, seed, layer, l2) -> value
+  measurements  (run, metric, task, shots, seed, layer, l2) -> value, and the layer's relative depth in (0, 1]
 
 Everything a run produces is written in one transaction, so a study killed at any moment holds either all
 of a run's results or none of them. Columns that do not apply are stored as -1 (SQLite treats NULLs in a
@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
 CREATE TABLE IF NOT EXISTS measurements (
     run TEXT NOT NULL, metric TEXT NOT NULL, task TEXT NOT NULL, shots INTEGER NOT NULL,
     seed INTEGER NOT NULL, layer INTEGER NOT NULL, l2 REAL NOT NULL, value REAL NOT NULL,
+    depth REAL NOT NULL DEFAULT -1,
     PRIMARY KEY (run, metric, task, shots, seed, layer, l2)
 );
 """
@@ -52,6 +53,7 @@ class Measurement:
     seed: int = NA
     layer: int = NA
     l2: float = NA
+    depth: float = NA
 
 
 class Store:
@@ -69,6 +71,11 @@ class Store:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
+        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(measurements)")}
+        if "depth" not in columns:  # a store written before layer-wise probes: final layers only
+            with self.conn:
+                self.conn.execute("ALTER TABLE measurements ADD COLUMN depth REAL NOT NULL DEFAULT -1")
+                self.conn.execute("UPDATE measurements SET depth = 1.0 WHERE layer = -1 AND shots != -1")
 
     def close(self) -> None:
         self.conn.close()
@@ -118,9 +125,9 @@ class Store:
         now = time.time()
         with self.conn:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value))
-                 for m in measurements],
+                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(run_key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value),
+                  float(m.depth)) for m in measurements],
             )
             self.conn.executemany(
                 "INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?)",
@@ -149,8 +156,8 @@ class Store:
 
         df = pd.read_sql_query(
             """SELECT m.run, r.name, CASE WHEN r.kind = 'trained' THEN 'trained' ELSE 'baseline' END AS kind,
-                      r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, m.l2,
-                      m.value
+                      r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, m.depth,
+                      m.l2, m.value
                FROM measurements m JOIN runs r ON r.key = m.run ORDER BY r.rowid, m.metric, m.task, m.shots,
                       m.seed, m.layer, m.l2""",
             self.conn,
@@ -158,6 +165,7 @@ class Store:
         for col in ("shots", "seed"):
             df[col] = df[col].astype("Int64").mask(df[col] == NA)
         df["l2"] = df["l2"].mask(df["l2"] == NA)
+        df["depth"] = df["depth"].mask(df["depth"] == NA)
         return df
 
 

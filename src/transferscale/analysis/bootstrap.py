@@ -64,14 +64,16 @@ def select_sets(x_err, y_sets, select: Callable) -> tuple[list, list]:
     return xs, ys
 
 
-def basic_interval(estimate, samples, level: float, alpha_bounds) -> dict[str, tuple[float, float]]:
-    """Basic (reverse percentile) intervals, k and alpha on the log scale, clipped to the bounds."""
+def basic_interval(estimate, samples, level: float, alpha_bounds,
+                   e_ir_max: float = 1.0) -> dict[str, tuple[float, float]]:
+    """Basic (reverse percentile) intervals, k and alpha on the log scale, clipped to the bounds
+    (0 <= e_IR <= e_ir_max, the smallest observed downstream error)."""
     tail = (1 - level) / 2
     q = np.nanquantile(samples, [tail, 1 - tail], axis=0)  # (2, 3)
     ci = {}
     for j, name in enumerate(PARAMS):
         if name == "e_ir":
-            ci[name] = (max(2 * estimate[j] - q[1, j], 0.0), 2 * estimate[j] - q[0, j])
+            ci[name] = (max(2 * estimate[j] - q[1, j], 0.0), min(2 * estimate[j] - q[0, j], e_ir_max))
         else:
             ci[name] = (estimate[j] ** 2 / q[1, j], estimate[j] ** 2 / q[0, j])
     ci["alpha"] = tuple(np.clip(v, *alpha_bounds) for v in ci["alpha"])

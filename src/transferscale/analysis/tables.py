@@ -14,14 +14,17 @@ def study_points(results: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, task, shots, layer): the run's upstream accuracy and its mean DS accuracy over seeds.
 
     `results` is the store's tidy table (run, name, kind, family, metric, task, shots, seed, layer, value).
-    Runs without an upstream_accuracy row (the raw-pixel baseline) are dropped: they have no place on the
-    US axis. `upstream` names the upstream dataset, so a study with several upstreams fits each apart.
+    Baselines (kind 'baseline': raw pixels, random initialisation) are dropped: the law describes what
+    pre-training buys, and a random network's chance-level upstream accuracy says nothing about that.
+    Runs without an upstream_accuracy row are dropped too: they have no place on the US axis. `upstream` names the upstream dataset, so a study with several upstreams fits each apart.
     """
     need = ["run", "name", "family", "metric", "task", "shots", "layer", "value"]
     missing = [c for c in need if c not in results.columns]
     if missing:
         raise TransferscaleError(f"the results table lacks columns {missing}; expected the store's format "
                                  "(transferscale.store.read_results)")
+    if "kind" in results.columns:
+        results = results[results["kind"] != "baseline"]
     us = results[results["metric"] == "upstream_accuracy"]
     us = us.groupby("run", as_index=False).agg(upstream=("task", "first"), us_acc=("value", "mean"))
     ds = results[results["metric"] == "fewshot_accuracy"]

@@ -1,0 +1,234 @@
+"""What a report shows, gathered from a study's store or from any results table.
+
+Everything downstream of this module (fits, figures, the page) reads one `ReportData`, so a study and an
+external CSV make the same report; sections a table cannot fill (shots, layers, scaling axes) say why.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from transferscale.analysis.tables import study_points
+from transferscale.errors import TransferscaleError
+
+POINT_COLUMNS = ["model", "family", "size", "data_fraction", "steps", "budget_rank", "task", "shots",
+                 "us_acc", "ds_acc"]
+STUDY_AXES = [("size", "model size"), ("data_fraction", "upstream data fraction"), ("steps", "training steps")]
+
+LAYER_HINT = (
+    "Layer-wise curves need few-shot accuracies at real layer indices (rows with layer = 0..L, the block "
+    "outputs of one forward pass, and optionally a `depth` column in [0, 1]); this study's probes read only "
+    "the final representation (layer = -1). Probe every layer's pooled features (the represent stage's "
+    "`forward_intermediates`), then run `transferscale report` again: the section draws itself from any "
+    "results table that holds such rows."
+)
+
+
+@dataclass
+class ReportData:
+    """A study or table, ready to report. `points` are trained models only (one row per model x task x
+    shots, final layer); `baselines` (raw pixels, random init) are reference lines, never fit points."""
+
+    title: str
+    source: str  # "study" or "csv"
+    points: pd.DataFrame
+    baselines: pd.DataFrame  # name, run_kind, family, task, shots, ds_acc
+    layers: pd.DataFrame  # model, family, task, shots, layer, depth, ds_acc
+    tasks: list
+    shots: list
+    has_shots: bool
+    us_label: str
+    axes: list = field(default_factory=list)  # (column, label) pairs for the scaling-axes view
+    facts: list = field(default_factory=list)  # (label, value) pairs for the page header
+    reproduce: list = field(default_factory=list)  # (what, command) pairs
+    spec_text: str | None = None
+    notes: list = field(default_factory=list)
+
+    def shot_label(self, shots) -> str:
+        return f"{shots}-shot" if self.has_shots else ""
+
+
+# ---- a study ------------------------------------------------------------------------------------------
+
+
+def load_study(study_dir: Path) -> ReportData:
+    """Read a study's store: trained points on the final layer, baselines, layer-wise rows, provenance."""
+    from transferscale.store import Store, read_results  # torch-free; lazily so `--csv` needs no store
+
+    study_dir = Path(study_dir)
+    results = read_results(study_dir)
+    if results.empty:
+        raise TransferscaleError(f"the study at {study_dir} has no results yet; run it first "
+                                 "(`transferscale run`) and make the report when some runs are done")
+    with Store(study_dir, create=False) as store:
+        meta = store.meta()
+        runs = store.runs_frame()
+        configs = dict(store.conn.execute("SELECT key, config FROM runs"))
+    kinds = results.drop_duplicates("run").set_index("run")["kind"]
+    pts = study_points(results)
+    pts = pts[pts["run"].map(kinds) == "trained"]
+    if pts.empty:
+        raise TransferscaleError(f"the study at {study_dir} has no finished trained runs yet (only baselines); "
+                                 "make the report when some trained runs are done")
+    runs_info = _run_descriptors(results, configs)
+    points = _final_layer(pts).merge(runs_info, on="run", how="left")
+    points = points.rename(columns={"name": "model"})[[*POINT_COLUMNS, "upstream"]]
+    spec = json.loads(meta["spec_json"]) if "spec_json" in meta else {}
+    tasks = _task_order(points["task"].unique(), spec.get("downstream", {}).get("tasks", []))
+    upstream = points["upstream"].iloc[0]
+    return ReportData(
+        title=meta.get("name", study_dir.name),
+        source="study",
+        points=points.reset_index(drop=True),
+        baselines=_baselines(results),
+        layers=_layer_rows(results, pts, runs_info),
+        tasks=tasks,
+        shots=sorted(int(s) for s in points["shots"].dropna().unique()),
+        has_shots=True,
+        us_label=f"US accuracy on {upstream} (fraction)",
+        axes=list(STUDY_AXES),
+        facts=_study_facts(study_dir, meta, spec, runs, results, points),
+        reproduce=_run_command(study_dir, meta, spec),
+        spec_text=meta.get("spec"),
+    )
+
+
+def _final_layer(pts: pd.DataFrame) -> pd.DataFrame:
+    """The final representation per (run, task, shots): layer -1 where probed, else the deepest layer."""
+    has_final = pts["run"].isin(pts.loc[pts["layer"] == -1, "run"])
+    final = pts[has_final & (pts["layer"] == -1)]
+    rest = pts[~has_final]
+    if not rest.empty:
+        final = pd.concat([final, rest[rest["layer"] == rest.groupby("run")["layer"].transform("max")]])
+    return final
+
+
+def _run_descriptors(results: pd.DataFrame, configs: dict) -> pd.DataFrame:
+    """Per run: size, data fraction and steps (from its config) and its budget's rank within its family."""
+    runs = results.drop_duplicates("run")[["run", "size", "family"]].copy()
+    training = {k: json.loads(c).get("training", {}) for k, c in configs.items()}
+    runs["data_fraction"] = runs["run"].map(lambda r: training.get(r, {}).get("data_fraction", np.nan))
+    runs["steps"] = runs["run"].map(lambda r: training.get(r, {}).get("steps", np.nan))
+    trained = results.drop_duplicates("run").set_index("run")["kind"].reindex(runs["run"]).to_numpy() == "trained"
+    key = (runs["data_fraction"] * 1e9 + runs["steps"]).where(trained)
+    runs["budget_rank"] = key.groupby(runs["family"]).rank(method="dense") - 1
+    return runs.drop(columns="family")
+
+
+def _baselines(results: pd.DataFrame) -> pd.DataFrame:
+    """Baseline DS accuracy (mean over seeds, final layer) per (baseline, task, shots)."""
+    base = results[(results["kind"] == "baseline") & (results["metric"] == "fewshot_accuracy")]
+    base = base[base["layer"] == -1] if (base["layer"] == -1).any() else base
+    cols = ["name", "run_kind", "family", "task", "shots"]
+    if base.empty:
+        return pd.DataFrame(columns=[*cols, "ds_acc"])
+    return base.groupby(cols, as_index=False, dropna=False).agg(ds_acc=("value", "mean"))
+
+
+def _layer_rows(results: pd.DataFrame, pts: pd.DataFrame, runs_info: pd.DataFrame) -> pd.DataFrame:
+    """Trained runs' few-shot accuracy at real layer indices, with relative depth in [0, 1].
+
+    depth is the results' own `depth` column where it holds a value, else layer / (the run's deepest layer),
+    so models of different depths share one axis (1 = the last block).
+    """
+    cols = ["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]
+    lay = pts[pts["layer"] >= 0].rename(columns={"name": "model"})
+    if lay.empty:
+        return pd.DataFrame(columns=cols)
+    deepest = lay.groupby("run")["layer"].transform("max").replace(0, 1)
+    lay = lay.assign(depth=lay["layer"] / deepest)
+    if "depth" in results.columns:  # the probe's own depth where it recorded one
+        own = results[results["layer"] >= 0].groupby(["run", "layer"], as_index=False)["depth"].mean()
+        lay = lay.merge(own.rename(columns={"depth": "own"}), on=["run", "layer"], how="left")
+        lay["depth"] = lay["own"].where(lay["own"].notna(), lay["depth"])
+    return lay.merge(runs_info[["run", "size"]], on="run", how="left")[cols].reset_index(drop=True)
+
+
+def _task_order(present, spec_tasks) -> list:
+    """The spec's order (near to far in the default study), then any other task alphabetically."""
+    present = set(present)
+    return [t for t in spec_tasks if t in present] + sorted(present - set(spec_tasks))
+
+
+def _study_facts(study_dir, meta, spec, runs, results, points) -> list:
+    created = meta.get("created", "")
+    finished = pd.to_numeric(runs["finished"], errors="coerce").max()
+    last = datetime.fromtimestamp(finished).astimezone().strftime("%Y-%m-%d %H:%M %Z") if finished == finished else "-"
+    status = runs["status"].value_counts()
+    status_text = ", ".join(f"{n} {s}" for s, n in status.items())
+    seeds = results["seed"].dropna().nunique()
+    facts = [("study", meta.get("name", study_dir.name)), ("description", spec.get("description", "")),
+             ("directory", str(Path(study_dir).resolve())), ("created", created), ("last run finished", last),
+             ("runs", f"{len(runs)} in the store ({status_text}); {points['model'].nunique()} trained runs "
+                      "are fit points, baselines are reference lines"),
+             ("measurements", f"{len(results):,} rows; {seeds} probe seed(s), averaged")]
+    if (runs["status"] != "done").any():
+        facts.append(("note", "the study is not finished: this report shows the runs done so far"))
+    return [(k, v) for k, v in facts if v]
+
+
+def _run_command(study_dir: Path, meta: dict, spec: dict) -> list:
+    """How to produce this study's results again: the embedded default by name, else the spec below."""
+    text = meta.get("spec", "")
+    try:
+        toml_name = tomllib.loads(text).get("name")
+    except tomllib.TOMLDecodeError:
+        toml_name = None
+    quick = " --quick" if toml_name and spec.get("name") and spec["name"] != toml_name else ""
+    out = f" --out {study_dir}"
+    builtin = resources.files("transferscale").joinpath("studies/default.toml").read_text()
+    if text.strip() == builtin.strip():
+        return [("run the study (the embedded default spec)", f"transferscale run{quick}{out}")]
+    return [("save the spec below as study.toml, then run it", f"transferscale run study.toml{quick}{out}")]
+
+
+# ---- any table ----------------------------------------------------------------------------------------
+
+
+def load_table(csv: Path, us: str | None, ds: list | None, by: list, join: Path | None, on: list,
+               percent: bool | None, model: str | None = None, axes: list | None = None) -> ReportData:
+    """An external results table, loaded exactly as `transferscale fit --csv` loads it (cli_fit._load).
+
+    Rows are models. Panels are the DS columns (and --by groups); `model` (default: the --on keys, else a
+    column named model or name) names the models in the best-checkpoint table and pairs tasks for the
+    rank correlations; `axes` columns colour the scaling-axes view.
+    """
+    from transferscale.cli_fit import _load  # the fit command's loader: same options, same notes
+
+    header = pd.read_csv(csv, nrows=0).columns
+    labels = [model] if model else list(on) or [c for c in ("model", "name") if c in header][:1]
+    axes = list(axes or [])
+    extra = [c for c in dict.fromkeys([*labels, *axes]) if c not in by]
+    table, by_cols, notes, _ = _load(None, csv, us, ds, [*by, *extra], join, on, percent)
+    task_cols = [c for c in by_cols if c not in extra]
+    table = table.reset_index(drop=True)
+    if task_cols:
+        task = table[task_cols].astype(str).agg(" / ".join, axis=1)
+    else:
+        task = pd.Series(ds[0], index=table.index)
+    names = table[labels].astype(str).agg(" / ".join, axis=1) if labels else table.index.map(lambda i: f"row {i}")
+    points = pd.DataFrame({"model": names, "family": "models", "size": None, "data_fraction": np.nan,
+                           "steps": np.nan, "budget_rank": 0.0, "task": task, "shots": 0,
+                           "us_acc": table["us_acc"].astype(float), "ds_acc": table["ds_acc"].astype(float)})
+    for col in axes:
+        points[col] = table[col].to_numpy()
+    if not labels:
+        notes.append("no model column (give --model COL): models are named by row, and tasks are paired by row "
+                     "for the rank correlations")
+    where = f"{csv.name}" + (f" joined with {join.name} on {', '.join(on)}" if join is not None else "")
+    facts = [("table", where), ("upstream column", us), ("downstream column(s)", ", ".join(ds)),
+             ("groups", ", ".join(task_cols) or "-"), ("rows", f"{len(points):,} model x task points")]
+    return ReportData(
+        title=csv.stem, source="csv", points=points,
+        baselines=pd.DataFrame(columns=["name", "run_kind", "family", "task", "shots", "ds_acc"]),
+        layers=pd.DataFrame(columns=["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]),
+        tasks=sorted(points["task"].unique()), shots=[0], has_shots=False,
+        us_label=f"US accuracy, {us} (fraction)", axes=[(c, c) for c in axes],
+        facts=facts, notes=notes)

@@ -1,0 +1,214 @@
+"""The report page: sections of figures, tables and the words that say how to read them."""
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from html import escape
+
+import numpy as np
+import pandas as pd
+
+from transferscale.report import style
+from transferscale.report.analyse import Analysis, summary
+from transferscale.report.data import LAYER_HINT, ReportData
+from transferscale.report.template import CSS, PAGE
+
+
+def page(data: ReportData, res: Analysis, figs: dict, command: str, seconds: float) -> str:
+    """The whole page; `figs` maps a section's figure name to PNG bytes (or None where it does not apply)."""
+    from transferscale import __version__
+
+    sections = [
+        ("frontier", "DS against US accuracy", _frontier(data, res, figs)),
+        ("summary", "Summary per task", _summary(data, res)),
+        ("shots", "The law against shots", _shots(data, res, figs)),
+        ("axes", "Scaling axes", _axes(data, res, figs)),
+        ("correlations", "Rank correlations", _correlations(res, figs)),
+        ("layers", "Layer-wise probes", _layers(data, res, figs)),
+        ("reproduce", "Reproduce", _reproduce(data, res, command)),
+    ]
+    nav = "".join(f'<li><a href="#{key}">{escape(title)}</a></li>' for key, title, _ in sections)
+    body = _header_facts(data, res) + "".join(
+        f'<section id="{key}">\n<h2>{escape(title)}</h2>\n{html}\n</section>\n' for key, title, html in sections)
+    kind = "study" if data.source == "study" else "results table"
+    lede = (f"Pre-training &rarr; downstream transfer report for the {kind} <b>{escape(data.title)}</b>: where do "
+            "downstream (DS) gains saturate as upstream (US) accuracy rises? Errors are 1 &minus; accuracy; "
+            "the law is e<sub>DS</sub> = k &middot; e<sub>US</sub><sup>&alpha;</sup> + e<sub>IR</sub>, "
+            "fitted on the upper convex hull of the (US, DS) scatter, as in Abnar et al. 2021.")
+    built = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return PAGE.format(title=escape(f"transferscale report: {data.title}"), css=CSS, lede=lede, nav=nav, body=body,
+                       version=escape(__version__), built=escape(built), seconds=seconds)
+
+
+# ---- sections -------------------------------------------------------------------------------------------
+
+
+def _header_facts(data: ReportData, res: Analysis) -> str:
+    rows = "".join(f'<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>' for k, v in data.facts)
+    notes = "".join(f'<p class="note">{escape(n)}</p>' for n in data.notes)
+    return f'<table class="facts">{rows}</table>{notes}'
+
+
+def _frontier(data: ReportData, res: Analysis, figs) -> str:
+    base = ""
+    if not data.baselines.empty:
+        base = (" Baselines have no meaningful upstream accuracy, so they are horizontal lines at their DS "
+                "accuracy and never enter a fit: raw pixels dotted black, randomly initialised networks dashed in "
+                "their family's colour (the best size of each family).")
+    if data.source == "study":
+        what = ("Each panel is one downstream task (rows) at one shot count (columns); the US axis is shared. "
+                "Points are trained models, coloured by family, shaped by model size and sized by training "
+                "budget (data fraction and steps).")
+    else:
+        what = ("Each panel is one downstream column (or --by group); the US axis is shared. Points are the "
+                "table's models.")
+    cap = (what + " Ringed points are the upper hull. Black: the law fitted "
+           "on the hull; grey dashed: fitted on all points. The orange line is the saturation value 1 &minus; "
+           f"e<sub>IR</sub>, the band its 95% interval from a {res.n_bootstrap}-resample bootstrap (the report's "
+           "small bootstrap, for speed; <code>transferscale fit</code> uses 1,000)." + base)
+    return _figure(figs.get("frontier"), "DS accuracy against US accuracy for every task and shot count", cap)
+
+
+def _summary(data: ReportData, res: Analysis) -> str:
+    ref = res.ref_shots
+    table = summary(data, res, ref)
+    if table.empty:
+        return _absent("No task has results at this shot count yet.")
+    best = table["best_model"].replace("", np.nan).dropna()
+    n_best = best.nunique()
+    verdict = (f"No single checkpoint is best for all tasks: {n_best} different models are best across "
+               f"{len(best)} tasks." if n_best > 1 else
+               f"One checkpoint, {escape(str(best.iloc[0]))}, is best on every task." if n_best else "")
+    shot = f" at {data.shot_label(ref)}" if data.has_shots else ""
+    head = (f"<p>Per task{shot}: the hull fit's saturation value 1 &minus; e<sub>IR</sub> with its 95% interval, "
+            "k, &alpha;, the points it used (hull vertices of all trained models), its flags, the all-points fit's "
+            "saturation for comparison, and the best trained checkpoint for that task (mean DS accuracy over "
+            f"probe seeds). {verdict}</p>")
+    html = head + _summary_table(table, with_rho=True)
+    if data.has_shots and len(data.shots) > 1:
+        parts = []
+        for s in data.shots:
+            t = summary(data, res, s)
+            parts += [f"<h3>{escape(data.shot_label(s))}</h3>" + _summary_table(t, True)] if not t.empty else []
+        html += f"<details><summary>Every shot count</summary>{''.join(parts)}</details>"
+    flags = ("<p class='muted'>Flags: <b>too_few_points</b> fewer than 5 hull points; <b>e_ir_at_bound</b>, "
+             "<b>alpha_at_bound</b> a parameter rests on its bound; <b>wide_interval</b> the e<sub>IR</sub> interval "
+             "is wider than 0.1; <b>alpha_below_one</b> the frontier bends the other way, which a hull cannot "
+             "follow; <b>bootstrap_failed</b> over 10% of resamples had fewer than 3 hull points. A flagged fit "
+             "is a weak statement: add models (sizes, budgets) to fill the frontier.</p>")
+    return html + flags
+
+
+def _summary_table(t: pd.DataFrame, with_rho: bool) -> str:
+    cols = ["task", "ρ with US", "1 − e_IR [95% CI]", "k", "α", "points used", "flags", "1 − e_IR, all points",
+            "best checkpoint (DS acc.)", "best baseline (DS acc.)"]
+    head = "".join(f'<th class="{"l" if c in ("task", "flags") or c.startswith("best") else ""}">{escape(c)}</th>'
+                   for c in cols)
+    rows = []
+    for r in t.to_dict("records"):
+        sat = (f"{r['saturation']:.3f} [{r['sat_low']:.3f}, {r['sat_high']:.3f}]" if np.isfinite(r["saturation"])
+               else "no fit")
+        flags = "<br>".join(escape(f) for f in str(r["flags"]).split(";") if f)
+        beaten = np.isfinite(r["baseline_acc"]) and np.isfinite(r["best_acc"]) and r["baseline_acc"] >= r["best_acc"]
+        baseline = (f"{escape(str(r['best_baseline']))} ({r['baseline_acc']:.3f})"
+                    if isinstance(r["best_baseline"], str) else "-")
+        if beaten:
+            baseline = f"<b>{baseline}</b> beats every trained model"
+        cells = [f'<td class="l">{escape(str(r["task"]))}</td>', _num(r["rho_us"], 2),
+                 f'<td class="nw">{sat}</td>', _num(r["k"], 3), _num(r["alpha"], 3),
+                 f'<td class="nw">{int(r["n_points"])} of {int(r["n_models"])}</td>',
+                 f'<td class="l flag">{flags}</td>', _num(r["saturation_all"], 3),
+                 f'<td class="l">{escape(str(r["best_model"]))} ({r["best_acc"]:.3f})</td>',
+                 f'<td class="l">{baseline}</td>']
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _shots(data: ReportData, res: Analysis, figs) -> str:
+    if figs.get("shots") is None and data.has_shots and len(data.shots) > 1:
+        return _absent("No task has a hull fit yet (each needs at least 3 points on its upper hull): add "
+                       "trained models, or wait for more runs of the study to finish.")
+    if figs.get("shots") is None:
+        return _absent("The law against shots needs results at two or more shot counts; "
+                       + ("this table has none (external tables have no shots column)." if not data.has_shots
+                          else f"this study has only {data.shot_label(data.shots[0])}."))
+    cap = ("e<sub>IR</sub>, k and &alpha; of the hull fit per task against the number of shots per class. "
+           "Abnar et al. find that with more shots k and e<sub>IR</sub> fall and &alpha; rises. Fits with "
+           "parameters on a bound (see the summary's flags) show as flat lines at the bound.")
+    html = _figure(figs["shots"], "The saturation law's parameters against shots", cap)
+    if res.trend is not None and not res.trend.empty:
+        html += _trend_table(res.trend)
+    return html
+
+
+def _trend_table(trend: pd.DataFrame) -> str:
+    expect = {"k": -1, "e_ir": -1, "alpha": 1}
+    words = {"k": "k falls", "e_ir": "e_IR falls", "alpha": "α rises"}
+    parts = []
+    for p in ("e_ir", "k", "alpha"):
+        g = trend[trend["param"] == p]
+        ok = int((np.sign(g["spearman"]) == expect[p]).sum())
+        parts.append(f"{words[p]} with shots in {ok} of {len(g)} fitted tasks")
+    return f"<p>Trends (sign of Spearman's ρ of each parameter with shots): {escape('; '.join(parts))}.</p>"
+
+
+def _axes(data: ReportData, res: Analysis, figs) -> str:
+    if figs.get("axes") is None:
+        return _absent("No scaling axes to colour by: this table has no model size, data fraction or training "
+                       "steps columns (with --csv, name them with --axis COL).")
+    shot = f" at {data.shot_label(res.ref_shots)}" if data.has_shots else ""
+    cap = (f"DS against US accuracy{shot}, the same models in each column, coloured in turn by "
+           f"{', '.join(label for _, label in data.axes)}; the grey curve is the law fitted on the upper hull of "
+           "all of them. Abnar et al. find that these axes move a model along one curve: conditioned on US "
+           "accuracy they add no information about DS accuracy. Colours mixed along the curve mean the same here; "
+           "a colour sitting above or below the rest at equal US accuracy means that axis matters by itself.")
+    return _figure(figs["axes"], "DS against US coloured by each scaling axis", cap)
+
+
+def _correlations(res: Analysis, figs) -> str:
+    cap = ("Spearman's rank correlation between upstream accuracy (first row and column) and each DS task, and "
+           "between DS tasks, over the trained models. Tasks that saturate early correlate weakly with upstream "
+           "(UC-Merced and colorectal histology in Abnar et al.).")
+    return _figure(figs.get("correlations"), "Spearman correlation matrices", cap)
+
+
+def _layers(data: ReportData, res: Analysis, figs) -> str:
+    if figs.get("layers") is None:
+        if data.source == "csv":
+            return _absent("An external table has no layer-wise probes.")
+        return _absent("This study has no layer-wise probes. " + escape(LAYER_HINT))
+    cap = ("Few-shot DS accuracy of each trained model's features at every layer, against relative depth "
+           "(0 = first layer, 1 = last), one line per model coloured by family; a dot marks the model's best "
+           "layer. Left: the tasks most correlated with upstream accuracy (near); right: the rest (far). "
+           "Abnar et al. find near tasks improve up to the last layer while far tasks peak earlier.")
+    return _figure(figs["layers"], "Layer-wise DS accuracy against relative depth", cap)
+
+
+def _reproduce(data: ReportData, res: Analysis, command: str) -> str:
+    cmds = [*data.reproduce, ("make this report", command)]
+    html = "".join(f"<h3>{escape(what.capitalize())}</h3><pre class='cmd'>{escape(cmd)}</pre>" for what, cmd in cmds)
+    html += (f"<p class='muted'>Intervals use {res.n_bootstrap} bootstrap resamples (seed {res.seed}) so the "
+             "report builds in seconds; the fits are deterministic. <code>transferscale fit</code> with its "
+             "default 1,000 resamples gives the same estimates with steadier intervals.</p>")
+    if data.spec_text:
+        html += f"<details><summary>The study's spec (TOML)</summary><pre>{escape(data.spec_text)}</pre></details>"
+    return html
+
+
+# ---- parts ----------------------------------------------------------------------------------------------
+
+
+def _figure(png: bytes | None, alt: str, caption: str) -> str:
+    if png is None:
+        return _absent("No figure: nothing to draw.")
+    return (f'<figure><img src="{style.data_uri(png)}" alt="{escape(alt)}">'
+            f"<figcaption>{caption}</figcaption></figure>")
+
+
+def _absent(text: str) -> str:
+    """A section that does not apply, and why; `name` in backticks becomes code."""
+    return '<p class="absent">' + re.sub(r"`([^`]+)`", r"<code>\1</code>", text) + "</p>"
+
+
+def _num(v, digits: int) -> str:
+    return f"<td>{v:.{digits}f}</td>" if v is not None and np.isfinite(v) else "<td>-</td>"

@@ -1,0 +1,189 @@
+"""`transferscale report`: the HTML page of a study or a table, built from a small store written here."""
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from transferscale.cli_report import report_command
+from transferscale.report import build_report, load_study, render
+from transferscale.store import Measurement, Store
+
+CHROMIUM = Path("/usr/bin/chromium")
+TIMM = Path(__file__).resolve().parents[2] / "shared" / "data" / "external" / "timm"
+TASKS = {"near": (0.92, 0.5, 2.0), "middle": (0.8, 0.6, 1.6), "far": (0.6, 0.35, 1.3)}  # 1 - e_IR, k, alpha
+SHOTS = (1, 5, 10)
+
+
+def _law(task, us, shots):
+    sat, k, alpha = TASKS[task]
+    return sat - 0.12 / shots - k * (1 - us) ** alpha
+
+
+def write_study(study_dir: Path, layers: bool = True) -> Path:
+    """A finished study in the store's format: ViT and ResNet at two sizes and two budgets, raw pixels and
+    random-init baselines, three tasks (near to far), three shot counts, two seeds, and layer-wise probes
+    (layers 0..3 plus the final layer -1) when `layers`."""
+    rng = np.random.default_rng(0)
+    with Store(study_dir) as store:
+        store.set_meta(name="fixture", spec='name = "fixture"\n', created="2026-01-02T03:04:05+0000",
+                       spec_json=json.dumps({"name": "fixture", "description": "a report test",
+                                             "downstream": {"tasks": list(TASKS)}}))
+        runs = []
+        for family, base in (("vit", 0.45), ("resnet", 0.5)):
+            for size, plus in (("s", 0.0), ("m", 0.12)):
+                for frac, steps, more in ((0.3, 100, 0.0), (1.0, 300, 0.15)):
+                    runs.append((f"{family}-{size}-d{frac:g}-s{steps}", "trained", family, size,
+                                 {"training": {"data_fraction": frac, "steps": steps}}, base + plus + more))
+        runs += [("vit-s-random", "random_init", "vit", "s", {}, 0.01), ("pixels", "pixels", "pixels", None, {}, None)]
+        for i, (name, kind, family, size, config, us) in enumerate(runs):
+            run = SimpleNamespace(key=f"k{i:02d}", name=name, kind=kind, family=family, size=size, config=config)
+            store.mark_running(run, versions={})
+            rows = [] if us is None else [Measurement("upstream_accuracy", "fractals", us)]
+            for task in TASKS:
+                for shots in SHOTS:
+                    for seed in (0, 1):
+                        noise = 0.06 if task == "far" else 0.02  # a far task follows upstream loosely
+                        acc = _law(task, us or 0.05, shots) - abs(rng.normal(0, noise))
+                        if task == "far" and name == "vit-m-d0.3-s100":
+                            acc += 0.15  # US and DS at odds: a weaker upstream model is best on the far task
+                        if kind != "trained":
+                            acc = 0.25 if kind == "pixels" else 0.15
+                        rows.append(Measurement("fewshot_accuracy", task, acc, shots, seed, -1, 1024.0))
+                        for layer in range(4) if layers and kind == "trained" else ():
+                            depth = layer / 3  # near tasks improve to the last layer, far ones peak midway
+                            shape = depth if task == "near" else 1 - 2.5 * (depth - 0.5) ** 2
+                            rows.append(Measurement("fewshot_accuracy", task, acc - 0.15 * (1 - shape), shots,
+                                                    seed, layer, 1024.0))
+            store.commit_run(run.key, rows, {}, params=1000, train_seconds=1.0, eval_seconds=1.0)
+    return study_dir
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    return write_study(tmp_path_factory.mktemp("report") / "study")
+
+
+@pytest.fixture(scope="module")
+def page(study):
+    return render(load_study(study), n_bootstrap=20, command="transferscale report STUDY")
+
+
+def _images(html: str) -> list[np.ndarray]:
+    import matplotlib.image as mpimg
+
+    return [mpimg.imread(io.BytesIO(base64.b64decode(b)), format="png")
+            for b in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
+
+
+def test_every_section_is_on_the_page(page):
+    for anchor in ("frontier", "summary", "shots", "axes", "correlations", "layers", "reproduce"):
+        assert f'<section id="{anchor}">' in page and f'href="#{anchor}"' in page
+    assert "fixture" in page and "2026-01-02" in page and "transferscale report STUDY" in page
+    assert "20 bootstrap resamples" in page or "20-resample" in page
+    images = _images(page)
+    assert len(images) == 5  # frontier, shots, axes, correlations, layers
+    for img in images:
+        assert img.shape[0] > 200 and img.shape[1] > 500 and img[..., :3].std() > 0.05  # drawn, not blank
+
+
+def test_baselines_are_lines_not_fit_points(study):
+    data = load_study(study)
+    assert set(data.points["model"]) == {n for n in data.points["model"] if "random" not in n and n != "pixels"}
+    assert len(data.points["model"].unique()) == 8
+    assert set(data.baselines["run_kind"]) == {"pixels", "random_init"}
+
+
+def test_summary_names_the_best_checkpoint_per_task(page):
+    assert "best checkpoint" in page
+    assert re.search(r"resnet-m-d1-s300 \(0\.\d{3}\)", page)  # the strongest US model wins the near task
+    assert re.search(r"vit-m-d0.3-s100 \(0\.\d{3}\)", page)  # and a weaker one the far task
+    assert "No single checkpoint is best for all tasks: 2 different models" in page
+
+
+def test_layer_section_says_how_to_get_layers_when_a_study_has_none(tmp_path):
+    html = render(load_study(write_study(tmp_path / "flat", layers=False)), n_bootstrap=0)
+    assert "no layer-wise probes" in html and len(_images(html)) == 4
+
+
+def test_layers_use_relative_depth_and_split_near_from_far(study):
+    data = load_study(study)
+    assert sorted(data.layers["depth"].unique()) == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert set(data.points["shots"]) == set(SHOTS)
+    assert (data.points.groupby(["model", "task", "shots"]).size() == 1).all()  # the final layer only
+
+
+def test_report_command_writes_the_page_and_prints_its_path(study):
+    app = typer.Typer()
+    app.command()(report_command)
+    result = CliRunner().invoke(app, [str(study), "--n-bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    out = study / "report" / "index.html"
+    assert out.is_file() and str(out) in result.output.replace("\n", "")
+
+
+def test_report_of_a_csv_table(tmp_path):
+    rng = np.random.default_rng(1)
+    us = rng.uniform(50, 90, 30)
+    pd.DataFrame({"model": [f"m{i}" for i in range(30)], "imagenet": us,
+                  "sketch": 100 * (0.7 - 0.6 * (1 - us / 100) ** 1.5) - rng.uniform(0, 3, 30),
+                  "v2": 100 * (0.9 - 0.5 * (1 - us / 100) ** 1.2) - rng.uniform(0, 3, 30)}).to_csv(tmp_path / "t.csv")
+    app = typer.Typer()
+    app.command()(report_command)
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["--csv", str(tmp_path / "t.csv"), "--us", "imagenet", "--ds", "sketch",
+                                      "--ds", "v2", "--out", str(out), "--n-bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    assert "read as percent" in html and "sketch" in html and "v2" in html and "An external table" in html
+    assert len(_images(html)) == 2  # the scatter and the correlations; shots, axes and layers say why not
+
+
+def test_report_needs_a_study_or_a_table(tmp_path):
+    app = typer.Typer()
+    app.command()(report_command)
+    result = CliRunner().invoke(app, [str(tmp_path / "nowhere")])
+    assert result.exit_code != 0 and "no results store" in result.output
+
+
+def test_the_report_layer_does_not_import_torch():
+    code = ("import sys; from transferscale.report import render, load_study; import transferscale.cli_report; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def screenshot(page: Path, png: Path, profile: Path, size=(1280, 2400)) -> tuple[Path, list[str]]:
+    """Render a page in headless Chromium; returns the screenshot and every console message it printed.
+
+    The page has no scripts, so any console message (an error, a blocked resource) is a fault.
+    """
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+           f"--window-size={size[0]},{size[1]}", f"--screenshot={png}", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), proc.stderr[-2000:]
+    return png, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (Debian package `chromium`) to render "
+                    "the page in a real browser")
+def test_the_page_renders_in_chromium(study, tmp_path):
+    path = build_report(load_study(study), tmp_path / "index.html", n_bootstrap=10)
+    shot, console = screenshot(path, tmp_path / "shot.png", tmp_path / "profile")
+    assert console == [], console
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)[..., :3]
+    rows_with_ink = (img.std(axis=(1, 2)) > 0.02).mean()
+    assert img.std() > 0.05 and rows_with_ink > 0.3, "the screenshot is blank"
