@@ -1,7 +1,7 @@
 """How long `transferscale report` takes on a study the size of the embedded default, against its 30 s budget.
 
 The default study has 27 trained runs (ViT, MLP-Mixer, ResNet x 3 sizes x 3 budgets), 10 baselines, 8 tasks,
-4 shot counts and 3 seeds. This writes a store of that shape with synthetic accuracies (the report's cost
+4 shot counts, 3 seeds and layer-wise probes. This writes a store of that shape with synthetic accuracies (the report's cost
 depends on the shape, not on the values), builds the report, and prints each stage's time and the share of
 the budget, next to the bare saturation fits (fit_saturation, hull, 200 resamples) timed in the same run: the
 ratio says how much the page adds to the analysis it shows. Pass a study directory to time a real one.
@@ -24,6 +24,7 @@ from transferscale.store import Measurement, Store
 
 BUDGET_S = 30.0
 TASKS = [f"task{i}" for i in range(8)]
+LAYERS = 4  # layer-wise probes at every block, as the default spec now asks
 
 
 def write_default_shaped_study(study_dir: Path) -> Path:
@@ -43,8 +44,11 @@ def write_default_shaped_study(study_dir: Path) -> Path:
                 for shots in (1, 5, 10, 25):
                     for seed in range(3):
                         acc = 0.9 - 0.1 * t / 8 - 0.2 / shots - 0.5 * (1 - us) ** 2 - abs(rng.normal(0, 0.03))
-                        rows.append(Measurement("fewshot_accuracy", task, float(np.clip(acc, 0.05, 1)), shots,
-                                                seed, -1, 1024.0))
+                        for layer in [-1, *(range(LAYERS) if kind == "trained" else ())]:
+                            depth = 1.0 if layer == -1 else (layer + 1) / LAYERS
+                            value = float(np.clip(acc - 0.1 * (1 - depth), 0.05, 1))
+                            rows.append(Measurement("fewshot_accuracy", task, value, shots, seed, layer, 1024.0,
+                                                    depth=depth))
             store.commit_run(f"r{i:02d}", rows, {}, params=1, train_seconds=1.0, eval_seconds=1.0)
     return study_dir
 

@@ -4,6 +4,7 @@ import io
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -61,10 +62,10 @@ def write_study(study_dir: Path, layers: bool = True) -> Path:
                             acc = 0.25 if kind == "pixels" else 0.15
                         rows.append(Measurement("fewshot_accuracy", task, acc, shots, seed, -1, 1024.0))
                         for layer in range(4) if layers and kind == "trained" else ():
-                            depth = layer / 3  # near tasks improve to the last layer, far ones peak midway
-                            shape = depth if task == "near" else 1 - 2.5 * (depth - 0.5) ** 2
+                            depth = (layer + 1) / 4  # as the runner records it: 1 is the last block
+                            shape = depth if task == "near" else 1 - 3 * (depth - 0.5) ** 2  # far: peaks midway
                             rows.append(Measurement("fewshot_accuracy", task, acc - 0.15 * (1 - shape), shots,
-                                                    seed, layer, 1024.0))
+                                                    seed, layer, 1024.0, depth=depth))
             store.commit_run(run.key, rows, {}, params=1000, train_seconds=1.0, eval_seconds=1.0)
     return study_dir
 
@@ -116,11 +117,16 @@ def test_layer_section_says_how_to_get_layers_when_a_study_has_none(tmp_path):
     assert "no layer-wise probes" in html and len(_images(html)) == 4
 
 
-def test_layers_use_relative_depth_and_split_near_from_far(study):
+def test_layers_use_relative_depth(study, tmp_path):
     data = load_study(study)
-    assert sorted(data.layers["depth"].unique()) == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert sorted(data.layers["depth"].unique()) == pytest.approx([0.25, 0.5, 0.75, 1])  # as recorded
     assert set(data.points["shots"]) == set(SHOTS)
     assert (data.points.groupby(["model", "task", "shots"]).size() == 1).all()  # the final layer only
+    copy = tmp_path / "no-depth"
+    shutil.copytree(study, copy, ignore=shutil.ignore_patterns("report"))
+    with sqlite3.connect(copy / "results.sqlite") as conn:  # a table without depths: layer / deepest layer
+        conn.execute("UPDATE measurements SET depth = -1 WHERE layer >= 0")
+    assert sorted(load_study(copy).layers["depth"].unique()) == pytest.approx([0, 1 / 3, 2 / 3, 1])
 
 
 def test_report_command_writes_the_page_and_prints_its_path(study):

@@ -15,6 +15,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from transferscale.cli_fit import fit_command  # noqa: E402
+from transferscale.cli_report import report_command  # noqa: E402
 from transferscale.errors import TransferscaleError  # noqa: E402
 
 app = typer.Typer(
@@ -140,6 +141,7 @@ def results(
 
 
 app.command("fit")(fit_command)
+app.command("report")(report_command)
 
 
 def main() -> None:

@@ -70,12 +70,16 @@ class Store:
         self.conn = sqlite3.connect(self.path, timeout=30)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        if not create:  # a reader never changes the file, not even to migrate it
+            return
         self.conn.executescript(_SCHEMA)
-        columns = {row[1] for row in self.conn.execute("PRAGMA table_info(measurements)")}
-        if "depth" not in columns:  # a store written before layer-wise probes: final layers only
+        if "depth" not in self._columns():  # a store written before layer-wise probes: final layers only
             with self.conn:
                 self.conn.execute("ALTER TABLE measurements ADD COLUMN depth REAL NOT NULL DEFAULT -1")
                 self.conn.execute("UPDATE measurements SET depth = 1.0 WHERE layer = -1 AND shots != -1")
+
+    def _columns(self) -> set[str]:
+        return {row[1] for row in self.conn.execute("PRAGMA table_info(measurements)")}
 
     def close(self) -> None:
         self.conn.close()
@@ -156,10 +160,11 @@ class Store:
 
         df = pd.read_sql_query(
             """SELECT m.run, r.name, CASE WHEN r.kind = 'trained' THEN 'trained' ELSE 'baseline' END AS kind,
-                      r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, m.depth,
+                      r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, {depth},
                       m.l2, m.value
                FROM measurements m JOIN runs r ON r.key = m.run ORDER BY r.rowid, m.metric, m.task, m.shots,
-                      m.seed, m.layer, m.l2""",
+                      m.seed, m.layer, m.l2""".format(depth="m.depth" if "depth" in self._columns() else
+                                                      "CASE WHEN m.layer = -1 THEN 1.0 ELSE -1 END AS depth"),
             self.conn,
         )
         for col in ("shots", "seed"):

@@ -50,11 +50,8 @@ def analyse(data: ReportData, n_bootstrap: int = 200, seed: int = 0) -> Analysis
 
 
 def _clip(fits: pd.DataFrame) -> pd.DataFrame:
-    """Keep interval bounds inside [0, 1] for e_IR and saturation.
-
-    fit_saturation's basic bootstrap interval for e_IR can run past 1 (saturation below 0) when a fit
-    rests on 3-4 points; an accuracy cannot, so the bound is clipped and the fit keeps its wide_interval flag.
-    """
+    """Keep interval bounds inside [0, 1] for e_IR and saturation, whatever table the fits come from (a
+    basic bootstrap interval resting on 3-4 points can run past its bounds; an accuracy cannot)."""
     fits = fits.copy()
     for col in ("e_ir_low", "e_ir_high", "saturation_low", "saturation_high"):
         fits[col] = fits[col].clip(0.0, 1.0)

@@ -23,11 +23,10 @@ POINT_COLUMNS = ["model", "family", "size", "data_fraction", "steps", "budget_ra
 STUDY_AXES = [("size", "model size"), ("data_fraction", "upstream data fraction"), ("steps", "training steps")]
 
 LAYER_HINT = (
-    "Layer-wise curves need few-shot accuracies at real layer indices (rows with layer = 0..L, the block "
-    "outputs of one forward pass, and optionally a `depth` column in [0, 1]); this study's probes read only "
-    "the final representation (layer = -1). Probe every layer's pooled features (the represent stage's "
-    "`forward_intermediates`), then run `transferscale report` again: the section draws itself from any "
-    "results table that holds such rows."
+    "Its probes read only the final representation (layer = -1). Layer-wise probes come from "
+    '`layers = "all"` in the spec\'s [probe] table: run the study again with it (`transferscale run SPEC`; '
+    "trained checkpoints are reused and only the probes run again), then make this report again. Any results "
+    "table with rows at layer indices 0..L (and optionally a `depth` column in (0, 1]) draws this section."
 )
 
 
@@ -133,7 +132,7 @@ def _baselines(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _layer_rows(results: pd.DataFrame, pts: pd.DataFrame, runs_info: pd.DataFrame) -> pd.DataFrame:
-    """Trained runs' few-shot accuracy at real layer indices, with relative depth in [0, 1].
+    """Trained runs' few-shot accuracy at real layer indices, with relative depth in [0, 1] (1 = the last block).
 
     depth is the results' own `depth` column where it holds a value, else layer / (the run's deepest layer),
     so models of different depths share one axis (1 = the last block).

@@ -84,7 +84,7 @@ def layer_curves(data: ReportData, res: Analysis, shots) -> bytes | None:
                 ax.set_xlim(-0.03, 1.03)
                 ax.set_ylabel(DS_SHOT_LABEL.format(shots=shots))
                 if i == len(group) - 1 or i == n_rows - 1:
-                    ax.set_xlabel("relative depth (0 = first layer, 1 = last)")
+                    ax.set_xlabel("relative depth (1 = last block)")
     handles = [Line2D([], [], color=style.family_colour(f), label=style.family_label(f))
                for f in sorted(lay["family"].unique())]
     handles.append(Line2D([], [], ls="", marker="o", color="#666666", ms=4, label="each model's best layer"))
@@ -115,7 +115,7 @@ def correlation_heatmaps(data: ReportData, res: Analysis, ref_shots) -> bytes:
     longest = max(len(_short(t)) for t in names)
     cell, head = 0.4, 0.55
     left = gap = 0.35 + 0.058 * longest  # room for the task names on the y axis
-    bottom = 0.25 + 0.042 * longest  # and for the rotated names under the matrix
+    bottom = 0.25 + 0.036 * longest  # and for the rotated names under the matrix
     fig_w = left + n * cell + gap + k * cell * 1.3 + 1.3
     fig_h = head + n * cell + bottom
     with style.rc():

@@ -178,8 +178,8 @@ def _layers(data: ReportData, res: Analysis, figs) -> str:
             return _absent("An external table has no layer-wise probes.")
         return _absent("This study has no layer-wise probes. " + escape(LAYER_HINT))
     cap = ("Few-shot DS accuracy of each trained model's features at every layer, against relative depth "
-           "(0 = first layer, 1 = last), one line per model coloured by family; a dot marks the model's best "
-           "layer. Left: the tasks most correlated with upstream accuracy (near); right: the rest (far). "
+           "(the layer's position in the network, 1 = the last block), one line per model coloured by family; "
+           "a dot marks the model's best layer. Left: the tasks most correlated with upstream accuracy (near); right: the rest (far). "
            "Abnar et al. find near tasks improve up to the last layer while far tasks peak earlier.")
     return _figure(figs["layers"], "Layer-wise DS accuracy against relative depth", cap)
 
