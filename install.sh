@@ -5,9 +5,19 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+# --with-browser also installs Debian's headless Chromium, which the report's browser test uses.
+with_browser=0
+for arg in "$@"; do
+    case "$arg" in
+        --with-browser) with_browser=1 ;;
+        *) echo "usage: $0 [--with-browser]" >&2; exit 2 ;;
+    esac
+done
+
 need_debs=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need_debs+=(dataset-fashion-mnist)
 [ -f /usr/share/doc/opencv-doc/examples/data/digits.png ] || need_debs+=(opencv-doc)
+[ "$with_browser" -eq 0 ] || [ -x /usr/bin/chromium ] || need_debs+=(chromium)
 if [ ${#need_debs[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
