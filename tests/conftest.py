@@ -23,6 +23,10 @@ sklearn_digits_shifted = {{ test_size = 200 }}
 [probe]
 shots = [1, 5]
 seeds = [0, 1]
+[finetune]
+tasks = ["fractals_heldout"]
+runs = ["resnet-*"]
+steps = 10
 """
 
 

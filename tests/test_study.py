@@ -43,6 +43,10 @@ def test_tiny_study_end_to_end_and_rerun_does_nothing(tiny_spec):
     assert len(few) == (6 + 3 + 6 + 3 + 1) * 2 * 2 * 2
     vit = few[few.name == "vit-s-d0.5-s30"].groupby("layer").depth.first().to_dict()
     assert vit == {-1: 1.0, 0: 0.5, 1: 1.0}
+    # fine-tuning: the runs matching "resnet-*", on fractals_heldout only
+    ft = df[df.metric == "finetune_accuracy"]
+    assert sorted(ft.name) == ["resnet-s-d0.5-s30", "resnet-s-random"] and set(ft.task) == {"fractals_heldout"}
+    assert ft.value.between(0, 1).all()
     assert few.value.between(0, 1).all() and trained.value.notna().all()
     second = _run(path)
     assert second.done == [] and second.skipped == 5

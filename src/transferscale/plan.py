@@ -6,6 +6,7 @@ output directory, the description) stays out of the key.
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from transferscale.spec import StudySpec
 # Bump when the training or evaluation code changes what it computes, so old results are not reused.
 TRAIN_RECIPE = "train-v1"
 EVAL_RECIPE = "eval-v2"  # v2: every layer
+FINETUNE_RECIPE = "finetune-v1"
 
 
 def config_key(config: dict) -> str:
@@ -49,6 +51,10 @@ class Run:
         return config_key({"run": self.key, "task": task.name, "options": task.options, "probe": probe,
                            "recipe": EVAL_RECIPE})
 
+    def finetune_key(self, task: Task, recipe: dict) -> str:
+        return config_key({"run": self.key, "task": task.name, "options": task.options, "finetune": recipe,
+                           "recipe": FINETUNE_RECIPE})
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -59,6 +65,20 @@ class Plan:
     @property
     def probe(self) -> dict:
         return self.spec.probe.model_dump()
+
+    def finetunes(self, run: Run) -> list[Task]:
+        """The tasks this run is fine-tuned on: none unless its name matches a finetune.runs pattern."""
+        ft = self.spec.finetune
+        if run.kind == "pixels" or not any(fnmatch.fnmatchcase(run.name, p) for p in ft.runs):
+            return []
+        return [task for task in self.tasks if task.name in ft.tasks]
+
+    def evaluations(self, run: Run) -> dict[str, str]:
+        """Every evaluation the run owes, label -> key: a probe per task, a fine-tune per finetune task."""
+        owed = {f"probe:{task.name}": run.eval_key(task, self.probe) for task in self.tasks}
+        recipe = self.spec.finetune.recipe()
+        owed |= {f"finetune:{task.name}": run.finetune_key(task, recipe) for task in self.finetunes(run)}
+        return owed
 
     def __len__(self) -> int:
         return len(self.runs)

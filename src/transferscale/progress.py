@@ -37,7 +37,7 @@ class RichProgress(runner.Progress):
         self.current = self.bars.add_task(f"{run.name}", total=steps, info="")
 
     def train_step(self, step, steps, loss):
-        self.bars.update(self.current, completed=step, info=f"loss {loss:.3f}")
+        self.bars.update(self.current, completed=step, total=steps, info=f"loss {loss:.3f}")
 
     def phase(self, text):
         if self.current is not None:

@@ -62,8 +62,10 @@ class StudyResult:
     seconds: float = 0.0
 
 
-def _work(run: Run) -> int:
-    return (run.config["training"]["steps"] if run.kind == "trained" else 0) + EVAL_COST
+def _work(plan: Plan, run: Run) -> int:
+    """A run's cost in training-step equivalents, for the progress bar's estimate of the time left."""
+    train = run.config["training"]["steps"] if run.kind == "trained" else 0
+    return train + EVAL_COST + len(plan.finetunes(run)) * plan.spec.finetune.steps
 
 
 class StudyRunner:
@@ -84,7 +86,7 @@ class StudyRunner:
         for run in self.plan.runs:
             if status.get(run.key) == "failed" and not self.retry_failed:
                 continue
-            owed = {run.eval_key(task, self.plan.probe) for task in self.plan.tasks}
+            owed = set(self.plan.evaluations(run).values())
             if status.get(run.key) != "done" or not owed <= done_evals:
                 todo.append(run)
         return todo
@@ -138,9 +140,9 @@ class StudyRunner:
                        checkpoint_every=self.checkpoint_every, on_step=self.progress.train_step)
         return result.model, time.perf_counter() - t0
 
-    def _measure(self, run: Run, model, owed: list[Task]) -> list[Measurement]:
-        from transferscale.probe import fewshot_probe
-        from transferscale.represent import accuracy, extract_layers, layer_depth
+    def _measure(self, run: Run, model, owed: list[str]) -> list[Measurement]:
+        """Upstream accuracy, then every owed evaluation ('probe:TASK' or 'finetune:TASK')."""
+        from transferscale.represent import accuracy
 
         rows = []
         if model is not None:
@@ -148,22 +150,43 @@ class StudyRunner:
             up = self.upstream()
             rows.append(Measurement("upstream_accuracy", self.spec.upstream.dataset,
                                     accuracy(model, up.x_test, up.y_test)))
+        tasks = {task.name: task for task in self.plan.tasks}
+        for label in owed:
+            kind, name = label.split(":", 1)
+            measure = self._probe if kind == "probe" else self._finetune
+            rows += measure(model, tasks[name])
+        return rows
+
+    def _finetune(self, model, task: Task) -> list[Measurement]:
+        from transferscale.finetune import finetune
+
+        ds = self.dataset(task.name, task.options)
+        recipe = self.spec.finetune.recipe()
+        self.progress.phase(f"fine-tuning on {task.name}")
+        result = finetune(model, ds.x_train, ds.y_train, ds.x_test, ds.y_test, num_classes=ds.n_classes,
+                          on_step=self.progress.train_step, **recipe)
+        return [Measurement("finetune_accuracy", task.name, result.accuracy, seed=recipe["seed"])]
+
+    def _probe(self, model, task: Task) -> list[Measurement]:
+        from transferscale.probe import fewshot_probe
+        from transferscale.represent import extract_layers, layer_depth
+
+        rows = []
         p = self.spec.probe
-        for task in owed:
-            ds = self.dataset(task.name, task.options)
-            self.progress.phase(f"probing {task.name}")
-            train_layers, test_layers = extract_layers(model, ds.x_train), extract_layers(model, ds.x_test)
-            n_layers = len(train_layers) - 1
-            if p.layers == "final":
-                train_layers = {-1: train_layers[-1]}
-            for layer, x_train in train_layers.items():
-                # Small solves run far faster on one BLAS thread than on two fighting torch's (MEASURED.md).
-                with threadpool_limits(1):
-                    table = fewshot_probe(x_train, ds.y_train, test_layers[layer], ds.y_test, shots=p.shots,
-                                          seeds=p.seeds, l2=p.l2)
-                depth = layer_depth(layer, n_layers)
-                rows += [Measurement("fewshot_accuracy", task.name, r.accuracy, shots=r.shots, seed=r.seed,
-                                     layer=layer, l2=r.l2, depth=depth) for r in table.itertuples()]
+        ds = self.dataset(task.name, task.options)
+        self.progress.phase(f"probing {task.name}")
+        train_layers, test_layers = extract_layers(model, ds.x_train), extract_layers(model, ds.x_test)
+        n_layers = len(train_layers) - 1
+        if p.layers == "final":
+            train_layers = {-1: train_layers[-1]}
+        for layer, x_train in train_layers.items():
+            # Small solves run far faster on one BLAS thread than on two fighting torch's (MEASURED.md).
+            with threadpool_limits(1):
+                table = fewshot_probe(x_train, ds.y_train, test_layers[layer], ds.y_test, shots=p.shots,
+                                      seeds=p.seeds, l2=p.l2)
+            depth = layer_depth(layer, n_layers)
+            rows += [Measurement("fewshot_accuracy", task.name, r.accuracy, shots=r.shots, seed=r.seed,
+                                 layer=layer, l2=r.l2, depth=depth) for r in table.itertuples()]
         return rows
 
     def _one(self, store: Store, run: Run, done_evals: set[str]) -> None:
@@ -172,11 +195,11 @@ class StudyRunner:
         store.mark_running(run, self.versions)
         model, train_s = self._model(run)
         t0 = time.perf_counter()
-        owed = [task for task in self.plan.tasks if run.eval_key(task, self.plan.probe) not in done_evals]
-        if store.run_status().get(run.key) != "done":
-            owed = list(self.plan.tasks)
-        rows = self._measure(run, model, owed)
-        eval_keys = {task.name: run.eval_key(task, self.plan.probe) for task in owed}
+        evaluations = self.plan.evaluations(run)
+        if store.run_status().get(run.key) == "done":  # a finished run owes only what the spec added since
+            evaluations = {label: key for label, key in evaluations.items() if key not in done_evals}
+        rows = self._measure(run, model, list(evaluations))
+        eval_keys = evaluations
         store.commit_run(run.key, rows, eval_keys, params=None if model is None else num_params(model),
                          train_seconds=train_s, eval_seconds=time.perf_counter() - t0)
 
@@ -192,7 +215,7 @@ class StudyRunner:
                 store.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             todo = self.pending(store)
             result.skipped = len(self.plan.runs) - len(todo)
-            self.progress.start(self.plan, todo, sum(_work(r) for r in todo))
+            self.progress.start(self.plan, todo, sum(_work(self.plan, r) for r in todo))
             if todo:
                 self.check_shots()
                 self.versions = versions()
@@ -210,7 +233,7 @@ class StudyRunner:
                 else:
                     result.done.append(run.name)
                     self.progress.end_run(run, "done", time.perf_counter() - t0)
-                self.progress.advance(_work(run))
+                self.progress.advance(_work(self.plan, run))
         self.progress.finish()
         result.seconds = time.perf_counter() - t_start
         return result

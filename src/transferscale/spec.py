@@ -128,6 +128,29 @@ class ProbeSpec(_Strict):
         return l2
 
 
+class FinetuneSpec(_Strict):
+    """Full fine-tuning (transferscale.finetune's recipe) of the runs whose names match `runs`, on `tasks`.
+
+    Fine-tuning trains on each task's whole training pool and reports test accuracy; it is far costlier than
+    a probe, so a study usually fine-tunes a subset: `runs` are shell-style patterns over run names
+    (e.g. "*-m-d1-*" for every size-m model at full data, "*-random" for the from-scratch baselines).
+    """
+
+    tasks: list[str] = Field(default_factory=list)
+    runs: list[str] = Field(default_factory=lambda: ["*"])
+    steps: int = Field(100, gt=0)
+    lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(64, gt=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    max_shift: int = Field(2, ge=0, le=8)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    clip_norm: float | None = Field(1.0, gt=0)
+    seed: int = 0
+
+    def recipe(self) -> dict:
+        return self.model_dump(exclude={"tasks", "runs"})
+
+
 class BaselineSpec(_Strict):
     """Rows every study measures: raw pixels, and each model of the grid at random initialisation."""
 
@@ -145,8 +168,17 @@ class StudySpec(_Strict):
     downstream: DownstreamSpec
     probe: ProbeSpec = Field(default_factory=ProbeSpec)
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     executor: Literal["local"] = "local"
     quick: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _finetune_tasks_are_tasks(self):
+        extra = [t for t in self.finetune.tasks if t not in self.downstream.tasks]
+        if extra:
+            raise ValueError(f"finetune.tasks {extra} are not in downstream.tasks {self.downstream.tasks}; add "
+                             "them there (fine-tuning reads a task's data and options from it)")
+        return self
 
     @model_validator(mode="after")
     def _heldout_matches_upstream(self):

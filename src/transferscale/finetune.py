@@ -1,0 +1,168 @@
+"""Full fine-tuning: the other transfer protocol, every weight trained on the downstream task.
+
+The recipe follows the ViT paper's transfer defaults (Dosovitskiy et al. 2021), which Abnar et al. 2021 use for
+their fine-tuning results, scaled to tiny networks on a 2-core CPU:
+
+- a new linear head of `num_classes` outputs, weights and bias set to zero;
+- every parameter trained, on softmax cross-entropy, by SGD with momentum 0.9 and no weight decay;
+- before each update, the gradients of all parameters together are scaled so their global L2 norm is at
+  most 1: g <- g * min(1, clip_norm / ||g||_2), with ||g||_2 over the concatenation of every gradient;
+- learning rate warms up linearly over the first `warmup_fraction` of the steps, then decays to zero on a
+  cosine (`pretrain.lr_at`, the same schedule as upstream);
+- batches of `batch_size` drawn with replacement, each image shifted by up to `max_shift` pixels, both from
+  a generator seeded by (seed, step), as upstream.
+
+Why the head starts at zero: the logits are all 0, so the first loss is exactly log(num_classes) and the
+gradient that reaches the backbone, dL/dfeatures = W^T (softmax - onehot), is zero at the first step. Only
+the head moves at first; the backbone starts to change once the head points somewhere useful. A randomly
+initialised head would instead send large, random gradients into the pretrained features in the early steps
+and spoil what transfer is meant to measure. It also gives a known answer: with a zero head (no steps) every
+logit ties and argmax picks class 0, so accuracy is the share of class 0 in the test set.
+
+BatchNorm (ResNet): train mode while fine-tuning, so each batch is normalised with its own statistics and
+the running statistics move towards the downstream data (momentum 0.1, PyTorch's default: after 30 steps
+they are 96% downstream); eval mode for the test accuracy, which uses those running statistics, as the
+upstream evaluation does. ViT and MLP-Mixer use
+LayerNorm and are unaffected.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from transferscale.errors import TransferscaleError
+from transferscale.pretrain import RunFailed, lr_at, random_shift, to_tensor
+from transferscale.represent import accuracy
+
+
+@dataclass(frozen=True)
+class FinetuneRecipe:
+    """The fine-tuning hyper-parameters; `finetune(..., **dataclasses.asdict(recipe))` runs one."""
+
+    steps: int = 100
+    lr: float = 0.01
+    batch_size: int = 64
+    warmup_fraction: float = 0.1
+    max_shift: int = 2
+    momentum: float = 0.9
+    clip_norm: float | None = 1.0  # None: no clipping
+    seed: int = 0
+
+
+DEFAULT = FinetuneRecipe()
+
+# The first loss is exactly log(num_classes) (zero head). Clipping bounds each update and BatchNorm or LayerNorm
+# undo the scale of the weights before them, so a run with far too high a learning rate can keep a finite loss
+# of 1e30 for many steps; a loss this many times the first one counts as diverged too.
+DIVERGED = 1000.0
+
+
+@dataclass
+class FinetuneResult:
+    accuracy: float  # test top-1 of the fine-tuned model, BatchNorm in eval mode
+    final_loss: float  # training loss of the last step; nan when steps == 0
+    steps: int
+    seconds: float  # wall time of training and test evaluation
+
+
+def clipped_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], clip_norm: float | None) -> float:
+    """Scale the gradients to a global L2 norm of at most `clip_norm`, then step; returns the norm before."""
+    params = list(params)
+    if clip_norm is None:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
+                                                     if p.grad is not None]))
+    else:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    return float(norm)
+
+
+def with_zero_head(model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
+    """A deep copy of `model` with a new `num_classes`-way linear head whose weights and bias are zero."""
+    if not hasattr(model, "reset_classifier"):
+        raise TransferscaleError(f"cannot fine-tune a {type(model).__name__}: it has no timm `reset_classifier`; "
+                                 "pass a timm model")
+    model = copy.deepcopy(model)
+    model.reset_classifier(num_classes)
+    with torch.no_grad():
+        for p in model.get_classifier().parameters():
+            p.zero_()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def _check_inputs(x_train, y_train, x_test, y_test, num_classes: int, steps: int, batch_size: int) -> None:
+    if num_classes < 2:
+        raise TransferscaleError(f"fine-tuning needs num_classes >= 2, got {num_classes}")
+    if steps < 0 or batch_size < 1:
+        raise TransferscaleError(f"fine-tuning needs steps >= 0 and batch_size >= 1, got {steps} and {batch_size}")
+    if len(x_train) == 0 or len(x_train) != len(y_train) or len(x_test) == 0 or len(x_test) != len(y_test):
+        raise TransferscaleError(
+            f"fine-tuning needs non-empty train and test sets with one label per image; got train "
+            f"{len(x_train)} images / {len(y_train)} labels, test {len(x_test)} images / {len(y_test)} labels")
+    for name, y in (("train", y_train), ("test", y_test)):
+        if y.min() < 0 or y.max() >= num_classes:
+            raise TransferscaleError(f"{name} labels must lie in [0, {num_classes}); got {y.min()}..{y.max()}: "
+                                     "set num_classes to the task's number of classes")
+
+
+def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+             y_test: np.ndarray, *, num_classes: int, steps: int = DEFAULT.steps, lr: float = DEFAULT.lr,
+             batch_size: int = DEFAULT.batch_size, warmup_fraction: float = DEFAULT.warmup_fraction,
+             max_shift: int = DEFAULT.max_shift, momentum: float = DEFAULT.momentum,
+             clip_norm: float | None = DEFAULT.clip_norm, seed: int = DEFAULT.seed,
+             on_step: Callable[[int, int, float], None] | None = None) -> FinetuneResult:
+    """Fine-tune a copy of `model` on (x_train, y_train), uint8 [N, 28, 28], and report its test accuracy.
+
+    The caller's model is left as it was. Raises `RunFailed` when the loss or the weights stop being finite, or
+    the loss grows to `DIVERGED` times its first value, log(num_classes).
+    """
+    _check_inputs(x_train, y_train, x_test, y_test, num_classes, steps, batch_size)
+    start = time.perf_counter()
+    # A private global RNG: any dropout is seeded too, and the caller's random state is left alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = with_zero_head(model, num_classes)
+        loss_value = _train(net, to_tensor(x_train), torch.from_numpy(y_train.astype(np.int64)),
+                            num_classes=num_classes, steps=steps, lr=lr, batch_size=batch_size,
+                            warmup_fraction=warmup_fraction, max_shift=max_shift, momentum=momentum,
+                            clip_norm=clip_norm, seed=seed, on_step=on_step)
+        acc = accuracy(net, x_test, y_test)
+    return FinetuneResult(accuracy=acc, final_loss=loss_value, steps=steps, seconds=time.perf_counter() - start)
+
+
+def _train(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, num_classes: int, steps: int,
+           lr: float, batch_size: int, warmup_fraction: float, max_shift: int, momentum: float, clip_norm: float | None,
+           seed: int, on_step: Callable[[int, int, float], None] | None) -> float:
+    params = list(net.parameters())
+    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=0.0)
+    net.train()
+    loss_value = float("nan")
+    for step in range(steps):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        batch = torch.randint(0, len(x_all), (batch_size,), generator=gen)
+        x = random_shift(x_all[batch], max_shift, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup_fraction)
+        loss = F.cross_entropy(net(x), y_all[batch])
+        loss_value = loss.item()
+        if not math.isfinite(loss_value) or loss_value > DIVERGED * math.log(num_classes):
+            raise RunFailed(f"fine-tuning loss diverged to {loss_value:.4g} at step {step} of {steps} with lr={lr}; "
+                            "lower the fine-tuning learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clipped_step(opt, params, clip_norm)
+        if on_step is not None:
+            on_step(step + 1, steps, loss_value)
+    if not all(bool(torch.isfinite(p).all()) for p in params):
+        raise RunFailed(f"fine-tuning weights became non-finite in the last step with lr={lr}; "
+                        "lower the fine-tuning learning rate")
+    return loss_value
