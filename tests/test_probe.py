@@ -1,9 +1,24 @@
 """The few-shot probe against independent references: numpy's lstsq on the same standardised features."""
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from transferscale.errors import TransferscaleError
-from transferscale.probe import fewshot_indices, fewshot_probe, ridge_probe
+from transferscale.probe import (
+    fewshot_indices,
+    fewshot_probe,
+    logistic_probe,
+    ridge_probe,
+    select_on_validation,
+    validation_indices,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Small solves on two BLAS threads can run 30x slower beside a busy process (MEASURED.md), as the runner knows."""
+    with threadpool_limits(1):
+        yield
 
 
 def _reference_accuracy(x_train, y_train, x_test, y_test, l2):
@@ -89,3 +104,134 @@ def test_fewshot_probe_table():
     row = df[(df.shots == 5) & (df.seed == 1) & (df.l2 == 1.0)].accuracy.item()
     idx = fewshot_indices(y_train, 5, 1)
     assert row == pytest.approx(_reference_accuracy(x_train[idx], y_train[idx], x_test, y_test, 1.0), abs=1e-9)
+
+
+def _awkward(x):
+    """Features as a network might give them: large offsets, scales from 1e-3 to 1e3, a constant one."""
+    d = x.shape[1]
+    out = x * np.logspace(-3, 3, d) + np.linspace(-500, 2000, d)
+    out[:, 1] = 42.0
+    return out
+
+
+@pytest.mark.parametrize("d", [12, 60, 300])  # the sweep scores some probes through their basis, some not
+def test_fewshot_probe_matches_reference_on_every_row(d):
+    x_train, y_train = _blobs(30, 5, d, seed=11)
+    x_test, y_test = _blobs(40, 5, d, seed=12)
+    x_train, x_test = _awkward(x_train), _awkward(x_test)
+    grid = (1e-3, 1.0, 2.0**10)
+    df = fewshot_probe(x_train, y_train, x_test, y_test, shots=(1, 3, 10, 25), seeds=(0, 1), l2=grid)
+    assert len(df) == 4 * 2 * 3
+    for r in df.itertuples():
+        idx = fewshot_indices(y_train, r.shots, r.seed)
+        ref = _reference_accuracy(x_train[idx], y_train[idx], x_test, y_test, r.l2)
+        assert r.accuracy == pytest.approx(ref, abs=1.01 / len(y_test)), r  # float32 scoring: one example at most
+
+
+def test_fewshot_probe_counts_unseen_test_labels_as_wrong():
+    x_train, y_train = _blobs(10, 3, 8, seed=13)
+    x_test, y_test = _blobs(20, 4, 8, seed=14)  # class 3 has no training examples
+    acc = fewshot_probe(x_train, y_train, x_test, y_test, shots=(5,), seeds=(0,)).accuracy.item()
+    seen = y_test < 3
+    idx = fewshot_indices(y_train, 5, 0)
+    ref = _reference_accuracy(x_train[idx], y_train[idx], x_test[seen], y_test[seen], 2.0**10)
+    assert acc == pytest.approx(ref * seen.mean(), abs=1e-9)
+
+
+def test_validation_examples_are_disjoint_from_every_shot_set_and_shared_across_shots():
+    y = np.repeat(np.arange(4), 20)
+    for seed in (0, 1):
+        val = validation_indices(y, 6, seed, shots=14)
+        assert np.bincount(y[val]).tolist() == [6] * 4
+        for k in (1, 5, 14):
+            assert not set(val.tolist()) & set(fewshot_indices(y, k, seed).tolist())
+    assert not np.array_equal(validation_indices(y, 6, 0, 14), validation_indices(y, 6, 1, 14))
+
+
+def test_too_few_examples_for_shots_plus_validation():
+    y = np.array([0] * 40 + [1] * 30)
+    x = np.random.default_rng(0).normal(size=(len(y), 5))
+    with pytest.raises(TransferscaleError, match=r"class 1 has only 30 .*25 shots plus 10 validation"):
+        fewshot_probe(x, y, x, y, shots=(1, 25), select_l2=True, val_per_class=10)
+    fewshot_probe(x, y, x, y, shots=(1, 20), select_l2=True, val_per_class=10)  # 30 = 20 + 10 is enough
+
+
+def _selection_data():
+    x_train, y_train = _blobs(40, 5, 30, seed=15)
+    x_test, y_test = _blobs(40, 5, 30, seed=16)
+    return x_train, y_train, x_test, y_test
+
+
+GRID = (2.0**-4, 2.0**0, 2.0**4, 2.0**8, 2.0**12, 2.0**16)
+
+
+def test_l2_is_chosen_on_validation_examples():
+    x_train, y_train, x_test, y_test = _selection_data()
+    df = fewshot_probe(x_train, y_train, x_test, y_test, shots=(1, 5), seeds=(0, 1), l2=GRID,
+                       select_l2=True, val_per_class=8)
+    assert list(df.columns) == ["shots", "seed", "l2", "accuracy", "val_accuracy", "selected"]
+    assert (df.groupby(["shots", "seed"]).selected.sum() == 1).all()
+    for (k, seed), group in df.groupby(["shots", "seed"]):
+        idx, val = fewshot_indices(y_train, k, seed), validation_indices(y_train, 8, seed, 5)
+        val_ref = [_reference_accuracy(x_train[idx], y_train[idx], x_train[val], y_train[val], lam) for lam in GRID]
+        np.testing.assert_allclose(group.val_accuracy, val_ref, atol=1.01 / len(val))
+        best = group.val_accuracy.max()
+        chosen = group[group.selected].iloc[0]
+        assert chosen.val_accuracy == best and chosen.l2 == group[group.val_accuracy == best].l2.max()
+        assert chosen.accuracy == pytest.approx(
+            _reference_accuracy(x_train[idx], y_train[idx], x_test, y_test, chosen.l2), abs=1.01 / len(y_test))
+
+
+def test_ties_on_validation_choose_the_largest_l2_whatever_the_grid_order():
+    val = np.array([[0.5, 0.9, 0.9, 0.7]])
+    assert select_on_validation(val, [1.0, 4.0, 16.0, 64.0])[0] == 2
+    assert select_on_validation(val, [64.0, 16.0, 4.0, 1.0])[0] == 1
+
+
+@pytest.mark.parametrize("method", ["ridge", "logistic"])
+def test_test_data_never_selects_anything(method):
+    x_train, y_train, x_test, y_test = _selection_data()
+    kw = dict(shots=(1, 5), seeds=(0, 1), l2=GRID if method == "ridge" else GRID[2:5], select_l2=True,
+              val_per_class=8, method=method)
+    a = fewshot_probe(x_train, y_train, x_test, y_test, **kw)
+    rng = np.random.default_rng(0)
+    b = fewshot_probe(x_train, y_train, x_test, rng.permutation(y_test), **kw)  # labels shuffled
+    c = fewshot_probe(x_train, y_train, rng.normal(size=x_test.shape) * 50, y_test, **kw)  # features noise
+    for other in (b, c):
+        np.testing.assert_array_equal(a.selected, other.selected)
+        np.testing.assert_array_equal(a.val_accuracy, other.val_accuracy)
+    assert not np.array_equal(a.accuracy, b.accuracy)  # the test split did change
+
+
+def _sklearn_logistic(x_train, y_train, x_test, y_test, l2):
+    from sklearn.linear_model import LogisticRegression
+
+    mean, std = x_train.mean(0), x_train.std(0)
+    model = LogisticRegression(C=1.0 / l2, max_iter=1000).fit((x_train - mean) / std, y_train)
+    return model.score((x_test - mean) / std, y_test)
+
+
+def test_logistic_probe_is_sklearn_on_standardised_features():
+    x_train, y_train = _blobs(5, 4, 20, seed=17, scale=300.0)
+    x_test, y_test = _blobs(50, 4, 20, seed=18, scale=300.0)
+    grid = [0.01, 1.0, 100.0]
+    ours = logistic_probe(x_train, y_train, x_test, y_test, grid)
+    assert ours.tolist() == [_sklearn_logistic(x_train, y_train, x_test, y_test, lam) for lam in grid]
+
+
+def test_fewshot_probe_logistic_method():
+    x_train, y_train = _blobs(20, 3, 10, seed=19)
+    x_test, y_test = _blobs(30, 3, 10, seed=20)
+    df = fewshot_probe(x_train, y_train, x_test, y_test, shots=(2, 5), seeds=(0,), l2=(1.0, 64.0), method="logistic")
+    assert list(df.columns) == ["shots", "seed", "l2", "accuracy"]
+    for r in df.itertuples():
+        idx = fewshot_indices(y_train, r.shots, r.seed)
+        assert r.accuracy == _sklearn_logistic(x_train[idx], y_train[idx], x_test, y_test, r.l2)
+
+
+def test_bad_method_and_l2_raise_our_error():
+    x, y = _blobs(5, 2, 4, seed=21)
+    with pytest.raises(TransferscaleError, match="unknown probe method 'lasso'"):
+        fewshot_probe(x, y, x, y, shots=(1,), method="lasso")
+    with pytest.raises(TransferscaleError, match="l2 values must be > 0"):
+        fewshot_probe(x, y, x, y, shots=(1,), l2=(0.0,))

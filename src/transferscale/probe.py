@@ -11,6 +11,13 @@ For a k-shot training set X (n x d) with labels y over C classes:
   5. predict argmax over classes; report accuracy.
 The decomposition and the weights are float64 (1-shot Gram matrices are rank-deficient and features may be
 of any scale); the one product with the test features, which dominates the cost, is float32.
+
+`fewshot_probe` scores the whole sweep (shots x seeds x l2) in one float32 pass over the test split: the
+k-shot standardisation is affine, so it is folded into each probe's weights (`_shot_probes`) and the test
+features are standardised once, not once per (shots, seed); a small k-shot set's probes are scored through
+their shared rank-n basis, fewer flops than through their weights. Optionally l2 is chosen per (shots, seed) on
+validation examples drawn from the training pool; the test split never selects anything.
+`logistic_probe` is the iterative alternative a user may compare with (scikit-learn, C = 1 / l2).
 """
 from __future__ import annotations
 
@@ -19,6 +26,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from transferscale.errors import TransferscaleError
+
+METHODS = ("ridge", "logistic")
+_CHUNK_FLOATS = 2_000_000  # test scores held at once (8 MB of float32), whatever the test split's size
+
+
+def _class_orders(y: np.ndarray, seed: int):
+    """Each class's training indices in its seeded random order: (class, indices) per class, sorted by class."""
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        yield c, np.random.default_rng([int(seed), int(c)]).permutation(idx)
 
 
 def fewshot_indices(y: np.ndarray, shots: int, seed: int) -> np.ndarray:
@@ -32,45 +49,80 @@ def fewshot_indices(y: np.ndarray, shots: int, seed: int) -> np.ndarray:
     if shots < 1:
         raise TransferscaleError(f"shots must be at least 1, got {shots}")
     picked = []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        if len(idx) < shots:
+    for c, perm in _class_orders(y, seed):
+        if len(perm) < shots:
             raise TransferscaleError(
-                f"class {c} has only {len(idx)} training examples, fewer than the {shots} shots asked for; "
+                f"class {c} has only {len(perm)} training examples, fewer than the {shots} shots asked for; "
                 f"lower the shots or give the task a larger train_per_class"
             )
-        perm = np.random.default_rng([int(seed), int(c)]).permutation(idx)
         picked.append(perm[:shots])
     return np.sort(np.concatenate(picked))
 
 
+def validation_indices(y: np.ndarray, per_class: int, seed: int, shots: int) -> np.ndarray:
+    """Indices of `per_class` validation examples of every class, disjoint from `fewshot_indices(y, k, seed)`
+    for every k <= `shots`, sorted.
+
+    They are the LAST `per_class` of each class's seeded order (the k-shot examples are the first k), so one
+    seed validates every shot count on the same examples.
+    """
+    y = np.asarray(y)
+    if per_class < 1:
+        raise TransferscaleError(f"val_per_class must be at least 1, got {per_class}")
+    picked = []
+    for c, perm in _class_orders(y, seed):
+        if len(perm) < shots + per_class:
+            raise TransferscaleError(
+                f"class {c} has only {len(perm)} training examples, fewer than the {shots} shots plus "
+                f"{per_class} validation examples that choosing l2 needs; lower the shots or val_per_class, "
+                f"or give the task a larger train_per_class"
+            )
+        picked.append(perm[len(perm) - per_class:])
+    return np.sort(np.concatenate(picked))
+
+
+def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = x.mean(0)
+    std = x.std(0)
+    std[std < 1e-12] = 1.0  # a constant feature carries nothing; leave it at zero rather than divide by 0
+    return mean, std
+
+
+def _augment(x: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """(x - mean) / std with the constant bias column appended."""
+    out = np.empty((len(x), x.shape[1] + 1), dtype=dtype)
+    np.subtract(x, mean.astype(dtype), out=out[:, :-1])
+    out[:, :-1] /= std.astype(dtype)
+    out[:, -1] = 1.0
+    return out
+
+
 def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Standardise with the k-shot set's statistics and append the bias column: float64 train, float32 test."""
-    mean = x_train.mean(0)
-    std = x_train.std(0)
-    std[std < 1e-12] = 1.0  # a constant feature carries nothing; leave it at zero rather than divide by 0
-    xtr = np.empty((len(x_train), x_train.shape[1] + 1))
-    xtr[:, :-1] = (x_train - mean) / std
-    xtr[:, -1] = 1.0
-    xte = np.empty((len(x_test), x_test.shape[1] + 1), dtype=np.float32)
-    xte[:, :-1] = (x_test - mean.astype(np.float32)) / std.astype(np.float32)
-    xte[:, -1] = 1.0
-    return xtr, xte
+    mean, std = _moments(x_train)
+    return _augment(x_train, mean, std), _augment(x_test, mean, std, np.float32)
+
+
+def _eigen_ridge(xtr: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(basis, s, proj) with the ridge weights W(l2) = basis @ diag(1 / (s + l2)) @ proj for every l2."""
+    n, d = xtr.shape
+    if n >= d:
+        s, v = np.linalg.eigh(xtr.T @ xtr)
+        basis, proj = v, v.T @ (xtr.T @ targets)  # d x d, d x C
+    else:
+        s, u = np.linalg.eigh(xtr @ xtr.T)
+        basis, proj = xtr.T @ u, u.T @ targets  # d x n, n x C
+    return basis, np.clip(s, 0.0, None), proj  # round-off can make a PSD matrix's eigenvalues slightly < 0
 
 
 def ridge_weights(xtr: np.ndarray, targets: np.ndarray, l2: Sequence[float]) -> np.ndarray:
     """Ridge weights (len(l2) x (d+1) x C) for standardised, bias-augmented features, from one eigh."""
-    n, d = xtr.shape
-    if n >= d:
-        s, v = np.linalg.eigh(xtr.T @ xtr)
-        proj = v.T @ (xtr.T @ targets)  # d x C
-    else:
-        s, u = np.linalg.eigh(xtr @ xtr.T)
-        proj = u.T @ targets  # n x C
-    s = np.clip(s, 0.0, None)  # round-off can make the smallest eigenvalues of a PSD matrix slightly negative
-    if n >= d:
-        return np.stack([v @ (proj / (s + lam)[:, None]) for lam in l2])
-    return np.stack([xtr.T @ (u @ (proj / (s + lam)[:, None])) for lam in l2])
+    basis, s, proj = _eigen_ridge(xtr, targets)
+    return np.stack([basis @ (proj / (s + lam)[:, None]) for lam in l2])
+
+
+def _targets(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return 2.0 * (np.asarray(y)[:, None] == classes[None, :]) - 1.0
 
 
 def ridge_scores(x_train, y_train, x_test, l2: Sequence[float], classes: np.ndarray | None = None):
@@ -81,36 +133,206 @@ def ridge_scores(x_train, y_train, x_test, l2: Sequence[float], classes: np.ndar
     """
     x_train = np.asarray(x_train, dtype=np.float64)
     classes = np.unique(y_train) if classes is None else classes
-    targets = 2.0 * (np.asarray(y_train)[:, None] == classes[None, :]) - 1.0
     xtr, xte = _standardise(x_train, np.asarray(x_test, dtype=np.float32))
-    w = ridge_weights(xtr, targets, l2)  # L x d x C
+    w = ridge_weights(xtr, _targets(y_train, classes), l2)  # L x d x C
     n_l2, d, c = w.shape
     flat = w.transpose(1, 0, 2).reshape(d, n_l2 * c).astype(np.float32)
     return (xte @ flat).reshape(len(xte), n_l2, c).transpose(1, 0, 2), classes
 
 
+def _grid(l2) -> list[float]:
+    grid = [float(l2)] if np.isscalar(l2) else [float(v) for v in l2]
+    if not grid or any(not v > 0 for v in grid):
+        raise TransferscaleError(f"l2 values must be > 0, got {grid}")
+    return grid
+
+
 def ridge_probe(x_train, y_train, x_test, y_test, l2: float | Sequence[float] = 2.0**10) -> np.ndarray:
     """Test accuracy of the closed-form ridge probe for each l2 value (an array, one entry per l2)."""
-    grid = [float(l2)] if np.isscalar(l2) else [float(v) for v in l2]
-    if any(v <= 0 for v in grid):
-        raise TransferscaleError(f"l2 values must be > 0, got {grid}")
-    scores, classes = ridge_scores(x_train, y_train, x_test, grid)
+    scores, classes = ridge_scores(x_train, y_train, x_test, _grid(l2))
     pred = classes[scores.argmax(-1)]
     return (pred == np.asarray(y_test)[None, :]).mean(1)
 
 
-def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5, 10, 25),
-                  seeds: Sequence[int] = (0, 1, 2), l2: Sequence[float] = (2.0**10,)):
-    """A tidy DataFrame (shots, seed, l2, accuracy): the probe at every shot count, seed and l2 value."""
-    import pandas as pd
+def logistic_probe(x_train, y_train, x_test, y_test, l2: float | Sequence[float] = 2.0**10, *,
+                   max_iter: int = 1000) -> np.ndarray:
+    """Test accuracy of a multinomial logistic-regression probe for each l2 value (an array, one per l2).
 
-    x_train = np.asarray(x_train)
-    y_train = np.asarray(y_train)
-    rows = []
-    for seed in seeds:
+    The comparison a user may want against the closed-form ridge probe: scikit-learn's LogisticRegression
+    (lbfgs) on the same features, standardised with the k-shot set's statistics, with C = 1 / l2, i.e. it
+    minimises  sum_i log-loss_i + (l2 / 2) |W|^2 ; the intercept is fitted and not penalised. Slow next to
+    the ridge probe: one iterative fit per l2 value.
+    """
+    return _logistic_accuracies(x_train, y_train, [(x_test, y_test)], _grid(l2), max_iter)[0]
+
+
+def _logistic_accuracies(x_train, y_train, evals, grid, max_iter=1000) -> list[np.ndarray]:
+    """Accuracy on each (x, y) of `evals` of the logistic probe at every l2 of `grid`: one array per eval set."""
+    from sklearn.linear_model import LogisticRegression
+
+    x_train = np.asarray(x_train, dtype=np.float64)
+    mean, std = _moments(x_train)
+    xtr = (x_train - mean) / std
+    xs = [(np.asarray(x, dtype=np.float64) - mean) / std for x, _ in evals]
+    accs = np.zeros((len(evals), len(grid)))
+    for j, lam in enumerate(grid):
+        model = LogisticRegression(C=1.0 / lam, max_iter=max_iter).fit(xtr, y_train)
+        for e, (x, (_, y)) in enumerate(zip(xs, evals)):
+            accs[e, j] = (model.predict(x) == np.asarray(y)).mean()
+    return list(accs)
+
+
+def _shot_probes(x_shot: np.ndarray, y_shot: np.ndarray, classes: np.ndarray, grid: list[float],
+                 centre: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """The ridge probes of one k-shot set at every l2, acting on features z standardised ONCE with
+    (centre, scale): (basis, coef) whose test scores are z @ basis @ coef, or (None, weights): z @ weights.
+
+    Fold: z = (x - centre) / scale makes the k-shot standardisation (x - mean_k) / std_k the affine map
+    z * (scale / std_k) + (centre - mean_k) / std_k, so weights W (rows) and bias b solved on the k-shot
+    features give the same scores from z with W' = diag(scale / std_k) W, b' = b + ((centre - mean_k) / std_k) W.
+    It is linear in W, so it is applied to the eigen basis, in float64.
+    Factor: every l2's weights share basis (d+1 x r, r = n when n < d+1): scoring through it costs
+    m r (d+1 + C L) instead of m (d+1) C L, fewer flops when the k-shot set is small; the cheaper is kept.
+    coef's columns are class-major: column c * L + j is class c at grid[j].
+    """
+    mean, std = _moments(x_shot)
+    basis, s, proj = _eigen_ridge(_augment(x_shot, mean, std), _targets(y_shot, classes))
+    folded = np.empty_like(basis)
+    folded[:-1] = basis[:-1] * (scale / std)[:, None]
+    folded[-1] = basis[-1] + ((centre - mean) / std) @ basis[:-1]
+    coef = (proj[:, :, None] / (s[:, None, None] + np.asarray(grid)[None, None, :])).reshape(len(s), -1)
+    d1, r = folded.shape
+    if r * (d1 + coef.shape[1]) < d1 * coef.shape[1]:
+        return folded, coef
+    return None, folded @ coef
+
+
+def _n_correct(scores: np.ndarray, label: int) -> np.ndarray:
+    """How many rows of scores (rows x C x G) have argmax over C equal to `label`, for each of G probes.
+
+    argmax takes the first maximum, so `label` wins iff it beats every earlier class and ties no later one.
+    A running elementwise maximum over the class slices is several times cheaper than numpy's argmax or
+    max over that short middle axis.
+    """
+    right = scores[:, label]
+    ok = np.ones(right.shape, dtype=bool)
+    for lo, hi, beats in ((0, label, np.greater), (label + 1, scores.shape[1], np.greater_equal)):
+        if lo < hi:
+            best = scores[:, lo].copy()
+            for c in range(lo + 1, hi):
+                np.maximum(best, scores[:, c], out=best)
+            ok &= beats(right, best)
+    return ok.sum(0)
+
+
+def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray, n_l2: int,
+                centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Accuracy (len(probes) x n_l2) of every probe from `_shot_probes` on examples (x, y), in float32.
+
+    The examples are grouped by label, so each block of rows is scored against one known class; all the
+    unfactored probes share one matrix product, the factored ones one product with their stacked bases.
+    """
+    n_c = len(classes)
+    direct = [i for i, (basis, _) in enumerate(probes) if basis is None]
+    factored = [i for i, (basis, _) in enumerate(probes) if basis is not None]
+    w_direct = np.concatenate([probes[i][1].reshape(-1, n_c, n_l2) for i in direct], axis=2).reshape(
+        -1, n_c * n_l2 * len(direct)).astype(np.float32) if direct else None
+    bases = np.hstack([probes[i][0] for i in factored]).astype(np.float32) if factored else None
+    coefs = [probes[i][1].astype(np.float32) for i in factored]
+    bounds = np.cumsum([0] + [len(c) for c in coefs])
+    width = n_c * n_l2 * len(probes) + bounds[-1]
+    step = max(32, _CHUNK_FLOATS // width)
+
+    y = np.asarray(y)
+    label = np.searchsorted(classes, y).clip(0, n_c - 1)
+    seen = classes[label] == y  # a label the probe never saw counts as wrong
+    order = np.argsort(np.where(seen, label, -1), kind="stable")
+    first = np.searchsorted(np.where(seen, label, -1)[order], np.arange(n_c + 1))
+    z = _augment(np.asarray(x)[order[first[0]:]], centre, scale, np.float32)
+    correct = np.zeros((len(probes), n_l2), dtype=np.int64)
+    for c in range(n_c):
+        for i in range(first[c] - first[0], first[c + 1] - first[0], step):
+            rows = z[i:min(i + step, first[c + 1] - first[0])]
+            if w_direct is not None:
+                correct[direct] += _n_correct((rows @ w_direct).reshape(len(rows), n_c, -1), c).reshape(
+                    len(direct), n_l2)
+            if bases is not None:
+                k = rows @ bases
+                for f, (j, coef) in enumerate(zip(factored, coefs)):
+                    scores = (k[:, bounds[f]:bounds[f + 1]] @ coef).reshape(len(rows), n_c, n_l2)
+                    correct[j] += _n_correct(scores, c)
+    return correct / len(y)
+
+
+def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class):
+    """Test (and validation) accuracy, arrays [seed, shots, l2], of the ridge probe over the whole sweep."""
+    classes = np.unique(y_train)
+    centre, scale = _moments(x_train.astype(np.float64))  # the training pool's: conditions the float32 product
+    probes, val_acc = [], np.full((len(seeds), len(shots), len(grid)), np.nan)
+    for a, seed in enumerate(seeds):
+        seed_probes = []
         for k in shots:
             idx = fewshot_indices(y_train, k, seed)
-            acc = ridge_probe(x_train[idx], y_train[idx], x_test, y_test, l2)
-            rows += [{"shots": int(k), "seed": int(seed), "l2": float(lam), "accuracy": float(a)}
-                     for lam, a in zip(l2, acc)]
-    return pd.DataFrame(rows, columns=["shots", "seed", "l2", "accuracy"])
+            seed_probes.append(_shot_probes(x_train[idx].astype(np.float64), y_train[idx], classes, grid,
+                                            centre, scale))
+        probes += seed_probes
+        if val_per_class is not None:
+            val = validation_indices(y_train, val_per_class, seed, max(shots))
+            val_acc[a] = _accuracies(x_train[val], y_train[val], seed_probes, classes, len(grid), centre, scale)
+    test_acc = _accuracies(x_test, y_test, probes, classes, len(grid), centre, scale)
+    return test_acc.reshape(len(seeds), len(shots), len(grid)), val_acc
+
+
+def _logistic_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class):
+    test_acc = np.zeros((len(seeds), len(shots), len(grid)))
+    val_acc = np.full_like(test_acc, np.nan)
+    for a, seed in enumerate(seeds):
+        val = None if val_per_class is None else validation_indices(y_train, val_per_class, seed, max(shots))
+        for b, k in enumerate(shots):
+            idx = fewshot_indices(y_train, k, seed)
+            evals = [(x_test, y_test)] + ([] if val is None else [(x_train[val], y_train[val])])
+            accs = _logistic_accuracies(x_train[idx], y_train[idx], evals, grid)
+            test_acc[a, b] = accs[0]
+            if val is not None:
+                val_acc[a, b] = accs[1]
+    return test_acc, val_acc
+
+
+def select_on_validation(val_accuracy: np.ndarray, grid: Sequence[float]) -> np.ndarray:
+    """Index of the chosen l2 along the last axis: the best validation accuracy; among ties, the largest l2
+    (the most regularised of equally good probes, whatever the grid's order)."""
+    best = val_accuracy == val_accuracy.max(-1, keepdims=True)
+    return np.where(best, np.asarray(grid, dtype=np.float64), -np.inf).argmax(-1)
+
+
+def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5, 10, 25),
+                  seeds: Sequence[int] = (0, 1, 2), l2: Sequence[float] = (2.0**10,), *,
+                  method: str = "ridge", select_l2: bool = False, val_per_class: int = 10):
+    """A tidy DataFrame (shots, seed, l2, accuracy): the probe at every shot count, seed and l2 value.
+
+    method: "ridge" (closed form, the default) or "logistic" (`logistic_probe`, C = 1 / l2).
+    select_l2: also choose l2 per (shots, seed) on `val_per_class` validation examples of every class from
+      the training pool (`validation_indices`: disjoint from that seed's k-shot examples, never from the
+      test split). The table then has two more columns: val_accuracy, and selected (True on the one row
+      per (shots, seed) whose l2 was chosen; its accuracy is the test accuracy to report).
+    """
+    import pandas as pd
+
+    if method not in METHODS:
+        raise TransferscaleError(f"unknown probe method {method!r}; valid: {', '.join(map(repr, METHODS))}")
+    grid, shots, seeds = _grid(l2), [int(k) for k in shots], [int(s) for s in seeds]
+    x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    sweep = _ridge_sweep if method == "ridge" else _logistic_sweep
+    test_acc, val_acc = sweep(x_train, y_train, x_test, y_test, shots, seeds, grid,
+                              val_per_class if select_l2 else None)
+    columns = ["shots", "seed", "l2", "accuracy"] + (["val_accuracy", "selected"] if select_l2 else [])
+    chosen = select_on_validation(val_acc, grid) if select_l2 else None
+    rows = []
+    for a, seed in enumerate(seeds):
+        for b, k in enumerate(shots):
+            for j, lam in enumerate(grid):
+                row = [k, seed, lam, float(test_acc[a, b, j])]
+                if select_l2:
+                    row += [float(val_acc[a, b, j]), bool(chosen[a, b] == j)]
+                rows.append(row)
+    return pd.DataFrame(rows, columns=columns)
