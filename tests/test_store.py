@@ -1,6 +1,4 @@
 """The results store: idempotent commits, one transaction per run, tidy reads."""
-import sqlite3
-
 import pytest
 
 from transferscale.errors import TransferscaleError
@@ -46,15 +44,21 @@ def test_not_applicable_columns_read_back_as_na(tmp_path, runs):
     assert list(df.columns[:6]) == ["run", "name", "kind", "run_kind", "family", "size"]
 
 
-def test_a_failed_commit_leaves_nothing(tmp_path, runs):
+def test_a_failed_commit_changes_nothing(tmp_path, runs):
     with Store(tmp_path) as store:
         store.mark_running(runs[0], {})
-        # the measurements insert, then the evaluation row violates NOT NULL: all of it must roll back
-        with pytest.raises(sqlite3.IntegrityError):
-            store.commit_run(runs[0].key, _rows(2), {None: "e"}, params=1, train_seconds=0, eval_seconds=0)
-        assert store.results_frame().empty
+        store.commit_run(runs[0].key, _rows(2), {"probe:fashion_mnist": "e1"}, params=1, train_seconds=0,
+                         eval_seconds=0)
+        first = store.results_frame()
+        store.mark_running(runs[0], {})
+        # the old probe rows are deleted, then a bad row fails mid-transaction: all of it must roll back
+        bad = _rows(2) + [Measurement("fewshot_accuracy", "fashion_mnist", None, shots=25, seed=0)]
+        with pytest.raises(TypeError):
+            store.commit_run(runs[0].key, bad, {"probe:fashion_mnist": "e2"}, params=1, train_seconds=0,
+                             eval_seconds=0)
+        __import__("pandas").testing.assert_frame_equal(store.results_frame(), first)
         assert store.run_status()[runs[0].key] == "running"
-        assert store.done_evaluations() == set()
+        assert store.done_evaluations() == {"e1"}
 
 
 def test_wal_and_missing_store(tmp_path):

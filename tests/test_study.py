@@ -134,3 +134,26 @@ def test_a_failing_run_is_recorded_and_the_study_goes_on(tiny_spec):
     assert len(result.done) == 4
     status = subprocess.run(_cli("status", out), capture_output=True, text=True)
     assert status.returncode == 0 and "failed" in status.stdout and "diverged" in status.stdout
+
+
+def test_new_probe_settings_reuse_cached_features(tiny_spec, monkeypatch):
+    path, out = tiny_spec()
+    _run(path)
+    assert list((out / "features").glob("*.npz"))
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("features should come from the cache")
+
+    monkeypatch.setattr("transferscale.represent.extract_layers", no_forward)
+    # choose l2 on validation examples from a grid: every run re-probes, no network runs forward again
+    path.write_text(path.read_text().replace("seeds = [0, 1]", "seeds = [0, 1]\nl2 = [1.0, 1024.0]\n"
+                                             "select_l2 = true\nval_per_class = 5"))
+    before = read_results(out)
+    result = _run(path)
+    assert result.failed == {} and len(result.done) == 5
+    after = read_results(out)
+    # the new probes replace the old ones: one row per probe, each with the l2 chosen on validation
+    keys = ["name", "task", "shots", "seed", "layer"]
+    few = after[after.metric == "fewshot_accuracy"]
+    assert len(few) == (before.metric == "fewshot_accuracy").sum()
+    assert not few.duplicated(keys).any() and set(few.l2) <= {1.0, 1024.0}

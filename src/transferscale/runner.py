@@ -78,6 +78,7 @@ class StudyRunner:
         self.retry_failed = retry_failed
         self.checkpoint_every = checkpoint_every or spec.training.checkpoint_every
         self._data: dict[str, object] = {}
+        self._ids: dict[str, str] = {}
 
     # ---- what is left ---------------------------------------------------------------------------------
     def pending(self, store: Store) -> list[Run]:
@@ -106,7 +107,7 @@ class StudyRunner:
 
     def check_shots(self) -> None:
         """Fail before any training if a task has a class with fewer train examples than the largest shot."""
-        most = max(self.spec.probe.shots)
+        most = self.spec.probe.min_train_per_class()
         for task in self.plan.tasks:
             ds = self.dataset(task.name, task.options)
             labels, counts = np.unique(ds.y_train, return_counts=True)
@@ -114,7 +115,8 @@ class StudyRunner:
                 c = labels[counts.argmin()]
                 raise TransferscaleError(
                     f"task {task.name!r}: class {ds.classes[c]!r} has {counts.min()} training examples, fewer "
-                    f"than probe.shots = {most}; lower the shots or raise "
+                    f"than the {most} the probe needs (largest shots, plus validation examples with select_l2); "
+                    "lower the shots or raise "
                     f"downstream.options.{task.name}.train_per_class"
                 )
 
@@ -153,8 +155,10 @@ class StudyRunner:
         tasks = {task.name: task for task in self.plan.tasks}
         for label in owed:
             kind, name = label.split(":", 1)
-            measure = self._probe if kind == "probe" else self._finetune
-            rows += measure(model, tasks[name])
+            if kind == "probe":
+                rows += self._probe(run, model, tasks[name])
+            else:
+                rows += self._finetune(model, tasks[name])
         return rows
 
     def _finetune(self, model, task: Task) -> list[Measurement]:
@@ -167,15 +171,34 @@ class StudyRunner:
                           on_step=self.progress.train_step, **recipe)
         return [Measurement("finetune_accuracy", task.name, result.accuracy, seed=recipe["seed"])]
 
-    def _probe(self, model, task: Task) -> list[Measurement]:
+    def _identity(self, run: Run) -> str:
+        """What a run's features depend on: the checkpoint's content for a trained run, else the run's config."""
+        from transferscale.features import checkpoint_identity
+
+        if run.kind != "trained":
+            return f"{run.kind}:{run.key}"
+        if run.key not in self._ids:
+            self._ids[run.key] = checkpoint_identity(self.dir / "checkpoints" / f"{run.key}.pt")
+        return self._ids[run.key]
+
+    def _features(self, run: Run, model, task: Task, split: str, x: np.ndarray) -> dict[int, np.ndarray]:
+        """Every layer's features of one split, from the study's feature cache or one forward pass."""
+        from transferscale.features import FeatureCache, feature_key
+        from transferscale.represent import extract_layers
+
+        key = feature_key(self._identity(run), task.name, task.options, split)
+        return FeatureCache(self.dir / "features").get_or_compute(key, lambda: extract_layers(model, x))
+
+    def _probe(self, run: Run, model, task: Task) -> list[Measurement]:
         from transferscale.probe import fewshot_probe
-        from transferscale.represent import extract_layers, layer_depth
+        from transferscale.represent import layer_depth
 
         rows = []
         p = self.spec.probe
         ds = self.dataset(task.name, task.options)
         self.progress.phase(f"probing {task.name}")
-        train_layers, test_layers = extract_layers(model, ds.x_train), extract_layers(model, ds.x_test)
+        train_layers = self._features(run, model, task, "train", ds.x_train)
+        test_layers = self._features(run, model, task, "test", ds.x_test)
         n_layers = len(train_layers) - 1
         if p.layers == "final":
             train_layers = {-1: train_layers[-1]}
@@ -183,7 +206,10 @@ class StudyRunner:
             # Small solves run far faster on one BLAS thread than on two fighting torch's (MEASURED.md).
             with threadpool_limits(1):
                 table = fewshot_probe(x_train, ds.y_train, test_layers[layer], ds.y_test, shots=p.shots,
-                                      seeds=p.seeds, l2=p.l2)
+                                      seeds=p.seeds, l2=p.l2, method=p.method, select_l2=p.select_l2,
+                                      val_per_class=p.val_per_class)
+            if p.select_l2:  # the l2 chosen on validation is the one result; the others were only candidates
+                table = table[table.selected]
             depth = layer_depth(layer, n_layers)
             rows += [Measurement("fewshot_accuracy", task.name, r.accuracy, shots=r.shots, seed=r.seed,
                                  layer=layer, l2=r.l2, depth=depth) for r in table.itertuples()]

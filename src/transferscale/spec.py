@@ -106,12 +106,24 @@ class DownstreamSpec(_Strict):
 
 
 class ProbeSpec(_Strict):
-    """Few-shot linear probes in closed form (big_vision's protocol)."""
+    """Few-shot linear probes in closed form (big_vision's protocol).
+
+    `select_l2`: choose l2 per (shots, seed) on `val_per_class` validation examples per class, drawn from the
+    training pool apart from the shots (never from test); only the chosen l2's accuracy is stored.
+    `method = "logistic"`: scikit-learn's logistic regression instead of the closed-form ridge (far slower).
+    """
 
     shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 25], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     l2: list[float] = Field(default_factory=lambda: [2.0**10], min_length=1)
     layers: Literal["all", "final"] = "all"
+    method: Literal["ridge", "logistic"] = "ridge"
+    select_l2: bool = False
+    val_per_class: int = Field(10, gt=0)
+
+    def min_train_per_class(self) -> int:
+        """Examples a class needs: the largest shot count, plus the validation examples when l2 is selected."""
+        return max(self.shots) + (self.val_per_class if self.select_l2 else 0)
 
     @field_validator("shots")
     @classmethod

@@ -125,9 +125,17 @@ class Store:
 
     def commit_run(self, run_key: str, measurements: list[Measurement], eval_keys: dict[str, str], *,
                    params: int | None, train_seconds: float, eval_seconds: float) -> None:
-        """Write a run's measurements and mark it done, all in one transaction."""
+        """Write a run's measurements and mark it done, all in one transaction.
+
+        `eval_keys` maps each evaluation done ('probe:TASK' or 'finetune:TASK') to its key; rows an earlier
+        setting of the same evaluation left for that run and task are replaced, not kept beside the new ones.
+        """
         now = time.time()
+        metric_of = {"probe": "fewshot_accuracy", "finetune": "finetune_accuracy"}
+        stale = [(run_key, label.split(":", 1)[1], metric_of[label.split(":", 1)[0]])
+                 for label in eval_keys if label.split(":", 1)[0] in metric_of]
         with self.conn:
+            self.conn.executemany("DELETE FROM measurements WHERE run=? AND task=? AND metric=?", stale)
             self.conn.executemany(
                 "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value),
