@@ -33,7 +33,9 @@ stamp=.venv/.transferscale-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing Python packages into .venv (torch is large: a few minutes the first time)"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]"
+    # pip warns about every name the machine's local package mirrors lack; those lines are noise here.
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test]" 2>&1 \
+        | { grep -v "is ignored: it is neither a file nor a directory" || true; }
     echo "$want" > "$stamp"
 fi
 echo "ready: .venv/bin/transferscale"

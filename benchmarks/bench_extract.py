@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning threads suffer most from noise
 
@@ -29,6 +28,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from transferscale.models import build_named, pooled_features  # noqa: E402
 from transferscale.pretrain import to_tensor  # noqa: E402
 from transferscale.represent import BATCH, extract, extract_layers  # noqa: E402
+from _timing import best_times
 
 FAMILIES = ("vit", "mixer", "resnet")
 N_IMAGES = 2000
@@ -46,18 +46,6 @@ def per_layer(model: torch.nn.Module, x_uint8: np.ndarray, n_layers: int) -> dic
     for i in range(0, len(x_uint8), BATCH):
         out.setdefault(-1, []).append(pooled_features(model, to_tensor(x_uint8[i:i + BATCH])).numpy())
     return {layer: np.concatenate(parts) for layer, parts in out.items()}
-
-
-def best_times(sides: dict, repeats: int) -> tuple[dict, dict]:
-    """Best time and last result of each side, the sides taking turns in every repeat so that a noisy
-    stretch of the shared machine hits them alike."""
-    best, result = {name: float("inf") for name in sides}, {}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            t0 = time.perf_counter()
-            result[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best, result
 
 
 def main():

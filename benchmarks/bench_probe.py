@@ -20,13 +20,13 @@ solve loop, and whether the targets hold (>= 20x LogisticRegression, >= 3x the s
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from transferscale.probe import _standardise, fewshot_indices, fewshot_probe
+from _timing import best_times
 
 SHOTS, SEEDS, L2 = (1, 5, 10, 25), (0, 1, 2), tuple(2.0 ** np.arange(-6, 18, 2))
 VAL_PER_CLASS = 10
@@ -86,18 +86,6 @@ def floor(x_tr, y_tr, x_te, y_te):
     xte = np.hstack([x_te, np.ones((len(x_te), 1), np.float32)])
     for _ in range(len(SHOTS) * len(SEEDS)):
         xte @ w
-
-
-def best_times(sides: dict, repeats: int) -> tuple[dict, dict]:
-    """Best time and last result of each side, the sides taking turns in every repeat so that a noisy
-    stretch of the shared machine hits them alike."""
-    best, result = {name: float("inf") for name in sides}, {}
-    for _ in range(repeats):
-        for name, fn in sides.items():
-            t0 = time.perf_counter()
-            result[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best, result
 
 
 def _verdict(ok: bool) -> str:
