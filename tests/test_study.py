@@ -157,3 +157,13 @@ def test_new_probe_settings_reuse_cached_features(tiny_spec, monkeypatch):
     few = after[after.metric == "fewshot_accuracy"]
     assert len(few) == (before.metric == "fewshot_accuracy").sum()
     assert not few.duplicated(keys).any() and set(few.l2) <= {1.0, 1024.0}
+
+
+def test_too_many_shots_fails_before_any_training(tiny_spec):
+    from transferscale.errors import TransferscaleError
+
+    path, out = tiny_spec()
+    path.write_text(path.read_text().replace("shots = [1, 5]", "shots = [1, 30]"))
+    with pytest.raises(TransferscaleError, match=r"task 'fractals_heldout': class .* has 25 training examples.*30"):
+        _run(path)
+    assert not (out / "checkpoints").exists()
