@@ -81,6 +81,19 @@ def test_intervals_are_deterministic_and_hold_the_estimate():
     assert a.predict([0.5]).shape == (1,) and abs(a.saturation_ - (1 - a.e_ir_)) < 1e-12
 
 
+def test_e_ir_interval_is_symmetric_and_covers_basic_and_percentile():
+    """e_IR's interval is e_hat +- the longer bootstrap tail: it holds both the basic and the percentile
+    interval, so it does not depend on which way the resamples' bias points (see analysis.bootstrap)."""
+    us, ds = simulate_frontier(0.8, 2.0, 0.1, random_state=5)
+    fit = SaturationFit(n_bootstrap=400, random_state=1).fit(us, ds)
+    lo, hi = fit.ci_["e_ir"]
+    q_lo, q_hi = np.nanquantile(fit.boot_[:, 2], [0.025, 0.975])
+    e = fit.e_ir_
+    if lo > 0:  # not clipped at 0
+        assert abs((e - lo) - (hi - e)) < 1e-12
+    assert lo <= min(q_lo, 2 * e - q_hi) + 1e-12 and hi >= max(q_hi, 2 * e - q_lo) - 1e-12
+
+
 def test_n_points_counts_hull_vertices_not_models():
     us = np.array([0.3, 0.5, 0.7, 0.9, 0.5, 0.6, 0.9])
     ds = frontier((0.8, 2.0, 0.1), us) - np.array([0, 0, 0, 0, 0.05, 0.05, 0.2])

@@ -167,3 +167,17 @@ def test_too_many_shots_fails_before_any_training(tiny_spec):
     with pytest.raises(TransferscaleError, match=r"task 'fractals_heldout': class .* has 25 training examples.*30"):
         _run(path)
     assert not (out / "checkpoints").exists()
+
+
+def test_a_second_run_of_the_same_study_is_refused_while_the_first_works(tiny_spec):
+    path, out = tiny_spec(steps=200)
+    proc = subprocess.Popen(_cli("run", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: any((out / "checkpoints").glob("*.pt")), proc)
+        second = subprocess.run(_cli("run", path), capture_output=True, text=True)
+        assert second.returncode == 2 and "another `transferscale run`" in second.stderr
+        assert f"pid {proc.pid}" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _run(path).failed == {}  # the lock died with its process

@@ -28,7 +28,7 @@ app = typer.Typer(
 )
 # Piped or captured output gets a wide console: 80 columns would squash the results tables.
 console = Console() if Console().is_terminal else Console(width=160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=200)
 
 StudyDir = Annotated[
     Optional[Path],

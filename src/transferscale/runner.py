@@ -230,12 +230,33 @@ class StudyRunner:
                          train_seconds=train_s, eval_seconds=time.perf_counter() - t0)
 
     # ---- the study ------------------------------------------------------------------------------------
+    def _lock(self):
+        """Hold the study directory for this process; the OS releases it when the process ends, however."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.dir / ".lock", "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise TransferscaleError(
+                f"another `transferscale run` (pid {owner}) is working on {self.dir}; wait for it to finish or "
+                "stop it, then run again (finished work is kept)"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
     def run(self) -> StudyResult:
         from transferscale.pretrain import RunFailed
 
         t_start = time.perf_counter()
         result = StudyResult(self.dir)
-        with Store(self.dir) as store:
+        with self._lock(), Store(self.dir) as store:
             store.set_meta(name=self.spec.name, spec=self.spec_text, spec_json=self.spec.model_dump_json())
             if "created" not in store.meta():
                 store.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))

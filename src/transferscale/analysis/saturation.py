@@ -122,8 +122,7 @@ class SaturationFit:
         xs, ys = bootstrap.select_sets(x, y_sets, self._select)
         self.boot_, self.n_boot_failed_ = bootstrap.fit_resamples(xs, ys, self._solver_kw())
         estimate = (self.k_, self.alpha_, self.e_ir_)
-        self.ci_ = bootstrap.basic_interval(estimate, self.boot_, self.confidence, self.alpha_bounds,
-                                            self._e_ir_max)
+        self.ci_ = bootstrap.basic_interval(estimate, self.boot_, self.confidence, self.alpha_bounds)
 
     def _flags(self, us, ds) -> list[str]:
         flags = []
