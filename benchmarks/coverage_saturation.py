@@ -1,12 +1,15 @@
 """Measured coverage of the saturation fit's 95% intervals over many synthetic draws.
 
 Each draw scatters models below a known frontier e_DS = k e_US^alpha + e_IR (analysis.synthetic), fits
-the upper hull, and builds intervals four ways: the plain bootstrap over models (hull recomputed per
-resample) with percentile or basic intervals, and the frontier-gap bootstrap that SaturationFit uses with
-percentile or basic intervals. It prints, per setting and method, how often each interval held the truth.
+the upper hull, and builds intervals: the plain bootstrap over models (hull recomputed per resample) with
+percentile or basic intervals; the frontier-gap bootstrap with the plain gaps (percentile, basic: the
+method before, symmetric e_IR); the frontier-gap bootstrap with leave-one-out gaps at the hull vertices
+(basic; and symmetric e_IR, which is SaturationFit's ci_, see analysis.bootstrap). It prints,
+per setting and method, how often each interval held the truth.
 
     PYTHONPATH=src python benchmarks/coverage_saturation.py            # 3 settings x 100 draws, B=500
     PYTHONPATH=src python benchmarks/coverage_saturation.py --draws 30 --n-boot 300   # quick look
+    PYTHONPATH=src python benchmarks/coverage_saturation.py --quick      # same, 30 draws x 300
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from transferscale.analysis.saturation import SaturationFit
 from transferscale.analysis.synthetic import simulate_frontier
 
 SETTINGS = [(0.8, 2.0, 0.10), (0.6, 1.5, 0.25), (1.0, 3.0, 0.05)]
-METHODS = ["pairs/percentile", "pairs/basic", "frontier/percentile", "frontier/basic (ours)"]
+METHODS = ["pairs/percentile", "pairs/basic", "frontier/percentile", "frontier/basic (before)",
+           "frontier/symmetric", "frontier-loo/basic", "frontier-loo/symm (ours)"]
 
 
 def pairs_samples(us, ds, n_boot, rng, solver_kw):
@@ -35,17 +39,32 @@ def pairs_samples(us, ds, n_boot, rng, solver_kw):
     return bootstrap.fit_resamples(xs, ys, solver_kw)[0]
 
 
+def frontier_samples(fit, us, ds, n_boot, rng, solver_kw):
+    """The frontier-gap bootstrap with the plain gaps from the fitted curve (the method before the
+    leave-one-out gaps of bootstrap.frontier_gaps)."""
+    x, y = 1 - us, 1 - ds
+    y_sets = bootstrap.frontier_resamples(x, y, (fit.k_, fit.alpha_, fit.e_ir_), n_boot, rng)
+    xs, ys = bootstrap.select_sets(x, y_sets, fit._select)
+    return bootstrap.fit_resamples(xs, ys, solver_kw)[0]
+
+
 def intervals(fit, us, ds, n_boot, rng, level=0.95):
-    """The four intervals for one fitted draw."""
+    """The intervals for one fitted draw; the last is SaturationFit's own ci_."""
     est = (fit.k_, fit.alpha_, fit.e_ir_)
     kw = fit._solver_kw()
     pairs = pairs_samples(us, ds, n_boot, rng, kw)
-    frontier = fit.boot_
+    plain = frontier_samples(fit, us, ds, n_boot, rng, kw)
+    loo = fit.boot_  # frontier-gap bootstrap, leave-one-out gaps at the hull vertices
+    basic = dict(level=level, alpha_bounds=fit.alpha_bounds, symmetric_e_ir=False)
+    symm = dict(basic, symmetric_e_ir=True)
     return {
         METHODS[0]: bootstrap.percentile_interval(pairs, level),
-        METHODS[1]: bootstrap.basic_interval(est, pairs, level, fit.alpha_bounds),
-        METHODS[2]: bootstrap.percentile_interval(frontier, level),
-        METHODS[3]: bootstrap.basic_interval(est, frontier, level, fit.alpha_bounds),
+        METHODS[1]: bootstrap.basic_interval(est, pairs, **basic),
+        METHODS[2]: bootstrap.percentile_interval(plain, level),
+        METHODS[3]: bootstrap.basic_interval(est, plain, **basic),
+        METHODS[4]: bootstrap.basic_interval(est, plain, **symm),
+        METHODS[5]: bootstrap.basic_interval(est, loo, **basic),
+        METHODS[6]: fit.ci_,
     }
 
 
@@ -69,7 +88,10 @@ def main():
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--n", type=int, default=100, help="models per draw")
+    ap.add_argument("--quick", action="store_true", help="30 draws, 300 resamples: a rough look")
     args = ap.parse_args()
+    if args.quick:
+        args.draws, args.n_boot = 30, 300
     print(f"nominal 95%; {args.draws} draws per setting, {args.n_boot} resamples, {args.n} models per draw")
     print("models: US ~ U(0.3, 0.9), gap below frontier ~ Exp(0.03), noise N(0, 0.003)\n")
     t0 = time.perf_counter()
@@ -79,7 +101,7 @@ def main():
             print(f"k={truth[0]}, alpha={truth[1]}, e_IR={truth[2]}:   coverage k / alpha / e_IR"
                   "   (mean width)")
             for m, (cov, wid) in res.items():
-                print(f"  {m:22s} {cov[0]:5.0%} {cov[1]:5.0%} {cov[2]:5.0%}"
+                print(f"  {m:26s} {cov[0]:5.0%} {cov[1]:5.0%} {cov[2]:5.0%}"
                       f"   ({wid[0]:.3f} {wid[1]:.3f} {wid[2]:.4f})")
             print()
     print(f"{time.perf_counter() - t0:.0f} s")

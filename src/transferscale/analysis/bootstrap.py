@@ -18,25 +18,30 @@ rather than the percentile interval, which would repeat it. k and alpha are posi
 interval is formed on the log scale: [theta_hat^2 / q_hi, theta_hat^2 / q_lo].
 It assumes the spread below the frontier does not depend on US accuracy (gaps are exchangeable).
 
-Measured (benchmarks/coverage_saturation.py, 3 frontiers x 100 draws of 100 models, nominal 95%): k 97-98%,
-alpha 94-96%, e_IR 78-82%, against 24-57% / 26-71% / 26-57% for the plain bootstrap. e_IR still falls
-short because the fitted curve passes through the hull's vertices, so the resampled gaps put near-frontier
-models exactly on f_hat, while the real ones scatter around f with noise: the resamples see part of the
-hull's bias, not all of it (smoothing the gaps did not close the gap; a transform of e_IR's headroom to
-its bound did for two frontiers and failed for the third). The e_IR interval is therefore a little narrow.
+With the plain gaps (measured: benchmarks/coverage_saturation.py, 3 frontiers x 100 draws of 100 models,
+nominal 95%) k covered 97-99%, alpha 94-96%, but e_IR only 79-82%, against 24-57% / 26-71% / 26-57% for
+the plain bootstrap. Two things were wrong with the e_IR interval, and two changes fix them:
 
-The e_IR interval is therefore symmetric about the estimate (`basic_interval`): e_hat +- the longer of the
-resamples' two tail distances, max(q_hi - e_hat, e_hat - q_lo), i.e. the union of the basic and the
-percentile intervals. The basic interval moves the range by the bias the resamples see, which is only part
-of the bias (on average 0.002-0.003 too little over the three frontiers below) and, draw by draw, points the
-wrong way: the resamples' mean shift and the estimate's actual error correlated at -0.05 to -0.53
-(30 draws per frontier). The second-level bootstrap does not rescue it (the bias its resamples see equals
-the first level's, so the iterated correction 2 b1 - b2 ~ b1), nor does smoothing the gaps with the true
-noise sd (+2-3 points). The symmetric interval does not bet on the bias's direction: it covers an error of
-either sign up to the longer tail. Measured: e_IR coverage 78-82% -> see benchmarks/coverage_saturation.py,
-at ~1.4x the width; k and alpha keep their log-scale basic intervals, whose coverage was already 94-98%.
-The upper end is not clipped at the smallest observed error: the law says e_IR < min e_DS, but measured
-accuracies carry noise, and in 12% of draws at (k, alpha, e_IR) = (1, 3, 0.05) the true e_IR lay above it.
+1. The fitted curve passes through the hull's vertices, so their gaps from it are shrunk toward 0 (the
+   leverage of 3 parameters on ~10 points) and the resamples put their near-frontier models exactly on
+   f_hat, while the real ones scatter around f with noise: the resamples saw about half of the hull's
+   bias on e_IR (0.002 vs 0.0045, 0.006 vs 0.009, -0.001 vs +0.001 on the three frontiers) and less of
+   its spread. `frontier_gaps` gives each vertex its leave-one-out gap instead (see there).
+2. The basic interval moves the range by the bias the resamples see, and for e_IR that bias is not only
+   too small but, draw by draw, points the wrong way: the resamples' mean shift and the estimate's actual
+   error correlated at -0.05 to -0.53 (30 draws per frontier). The e_IR interval is therefore symmetric,
+   e_hat +- max(q_hi - e_hat, e_hat - q_lo), the union of the basic and percentile intervals: it does not
+   bet on the bias's direction and covers an error of either sign up to the longer tail. k and alpha keep
+   the log-scale basic interval, whose coverage was already 94-99%.
+Measured, e_IR: 82/79/81% before; 92/87/95% with (2) alone; 87/87/84% with (1) alone; 95/94/99% with
+both, at about twice the width of before (k and alpha intervals 25-35% wider, coverage 97-99%). A milder
+version of (1), the vertices' gaps divided by sqrt(1 - h) with h from the Jacobian (Davison & Hinkley's
+modified residuals) gave 93/88/97% at 1.5x the width: short on the second frontier. Also tried and not
+enough: smoothing the gaps with the true noise sd (+2-3 points); a second-level bootstrap bias
+correction (its resamples see the same bias as the first level's, so 2 b1 - b2 ~ b1).
+The upper end of the e_IR interval is not clipped at the smallest observed error: the law says
+e_IR < min e_DS, but measured accuracies carry noise, and in 12% of draws at (k, alpha, e_IR) =
+(1, 3, 0.05) the true e_IR lay above it.
 """
 from __future__ import annotations
 
@@ -49,11 +54,37 @@ from transferscale.analysis.lsq import Solution, pack, solve
 PARAMS = ("k", "alpha", "e_ir")
 
 
-def frontier_resamples(x_err, y_err, params, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, n) resampled e_DS: the fitted curve at every model's e_US plus a gap drawn with replacement."""
+def frontier_gaps(x_err, y_err, params, fitted, fit_kw: dict) -> np.ndarray:
+    """Every model's gap below the fitted curve; the fitted points' gaps are leave-one-out gaps.
+
+    The curve was fitted through the fitted points (the hull's vertices), so their gaps from it are shrunk
+    toward 0, as fitted residuals are in any regression (var r_i = sigma^2 (1 - h_i), h_i the leverage:
+    3 parameters on ~10 vertices, h ~ 0.3 on average and more at the hull's ends, which pin the
+    extrapolation to e_IR). Resampling those shrunken gaps puts the near-frontier models of every resample
+    exactly on f_hat. Vertex i's gap is instead taken from the curve fitted on the other vertices,
+    y_i - f_(-i)(x_i) (= r_i / (1 - h_i) for linear least squares): it scatters around 0 as the real
+    near-frontier models scatter around the true frontier. Models off the hull carry no weight in the fit
+    and keep their gaps. With fewer than 5 fitted points a leave-one-out fit rests on 3 points and
+    interpolates them, so the plain gaps are kept. Cost: one batched solve of len(fitted) small problems.
+    """
+    k, alpha, e_ir = params
+    gaps = y_err - (k * x_err**alpha + e_ir)
+    fitted = np.asarray(fitted)
+    if len(fitted) >= 5:
+        xf, yf = x_err[fitted], y_err[fitted]
+        keep = ~np.eye(len(fitted), dtype=bool)
+        sol = solve(pack([xf[m] for m in keep], [yf[m] for m in keep]), **fit_kw)
+        gaps[fitted] = yf - (sol.k * np.maximum(xf, 1e-9) ** sol.alpha + sol.e_ir)
+    return gaps
+
+
+def frontier_resamples(x_err, y_err, params, n_boot: int, rng: np.random.Generator,
+                       gaps=None) -> np.ndarray:
+    """(n_boot, n) resampled e_DS: the fitted curve at every model's e_US plus a gap drawn with replacement
+    (from `gaps` where given, e.g. `frontier_gaps`; else the plain gaps from the curve)."""
     k, alpha, e_ir = params
     curve = k * x_err**alpha + e_ir
-    gaps = y_err - curve
+    gaps = y_err - curve if gaps is None else gaps
     return np.clip(curve[None, :] + gaps[rng.integers(len(gaps), size=(n_boot, len(gaps)))], 0.0, 1.0)
 
 

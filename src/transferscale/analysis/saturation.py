@@ -118,7 +118,9 @@ class SaturationFit:
             self.ci_ = {name: (np.nan, np.nan) for name in bootstrap.PARAMS}
             return
         rng = np.random.default_rng(self.random_state)
-        y_sets = bootstrap.frontier_resamples(x, y, (self.k_, self.alpha_, self.e_ir_), self.n_bootstrap, rng)
+        params = (self.k_, self.alpha_, self.e_ir_)
+        gaps = bootstrap.frontier_gaps(x, y, params, self.points_, self._solver_kw())
+        y_sets = bootstrap.frontier_resamples(x, y, params, self.n_bootstrap, rng, gaps)
         xs, ys = bootstrap.select_sets(x, y_sets, self._select)
         self.boot_, self.n_boot_failed_ = bootstrap.fit_resamples(xs, ys, self._solver_kw())
         estimate = (self.k_, self.alpha_, self.e_ir_)
