@@ -8,8 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from transferscale.analysis.saturation import POINT_SETS, fit_saturation
-from transferscale.analysis.tables import melt_ds, read_csv_table, study_points, to_fraction
 from transferscale.errors import TransferscaleError
 
 _STUDY_GROUPS = ["upstream", "task", "shots", "layer"]
@@ -46,6 +44,8 @@ def fit_command(
     --on model --on img_size` (percent detected);
     `transferscale fit --csv table.csv --us upstream --ds task_a --ds task_b --points all`.
     """
+    from transferscale.analysis.saturation import POINT_SETS, fit_saturation  # scipy and pandas: only when fitting
+
     console = Console()
     if not console.is_terminal:  # piped or captured: 80 columns would squash the table
         console = Console(width=160)
@@ -72,6 +72,8 @@ def fit_command(
 
 def _load(study_dir, csv, us, ds, by, join, on, percent):
     """(points table with us_acc / ds_acc, group columns, notes, default output path) for either mode."""
+    from transferscale.analysis.tables import melt_ds, read_csv_table, study_points, to_fraction
+
     if (study_dir is None) == (csv is None):
         raise TransferscaleError("give either STUDY_DIR or --csv FILE (with --us COL --ds COL)")
     if study_dir is not None:
