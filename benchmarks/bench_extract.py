@@ -1,14 +1,13 @@
 """Every layer's features from one forward pass, against one pass per layer and a plain forward, as ratios.
 
 For each family at size "l" (transferscale.models.build_named(family, "l"), freshly initialised, eval mode),
-on the same 2,000 random 28x28 uint8 images, in batches of represent.BATCH:
-  - all layers: transferscale.represent.extract_layers (one forward_intermediates pass, every block pooled,
-    plus the final pooled pre-logits features);
+on the same 2,000 random 28x28 uint8 images, in batches of backbone.BATCH:
+  - all layers: TimmBackbone(model).layers, what studies run (one forward_intermediates pass, every block
+    pooled, plus the final pooled pre-logits features);
   - one pass per layer: for each block i, forward_intermediates(indices=[i], stop_early=True,
     intermediates_only=True) (the forward truncated after block i) pooled the same way, plus one plain forward
     for the final features: what a layer-by-layer probe without forward_intermediates would run;
-  - plain forward: transferscale.represent.extract (pooled pre-logits features only), the least any probe of
-    the final layer must run.
+  - plain forward: the pooled pre-logits features only, the least any probe of the final layer must run.
 torch pinned to --threads for all sides (and BLAS too); best of --repeats, the sides taking turns. Target:
 all layers within 1.15x of a plain forward. The outputs of the sides are checked to agree.
 
@@ -25,10 +24,21 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from transferscale.models import build_named, pooled_features  # noqa: E402
-from transferscale.pretrain import to_tensor  # noqa: E402
-from transferscale.represent import BATCH, extract, extract_layers  # noqa: E402
-from _timing import best_times
+from _timing import best_times  # noqa: E402
+
+from transferscale.models.backbone import BATCH  # noqa: E402
+from transferscale.models.grid import TimmBackbone, build_named, pooled_features, to_tensor  # noqa: E402
+
+
+@torch.no_grad()
+def extract(model: torch.nn.Module, x_uint8: np.ndarray) -> np.ndarray:
+    """The final representation only: one plain forward per batch."""
+    parts = [pooled_features(model, to_tensor(x_uint8[i:i + BATCH])).numpy() for i in range(0, len(x_uint8), BATCH)]
+    return np.concatenate(parts)
+
+
+def extract_layers(model: torch.nn.Module, x_uint8: np.ndarray) -> dict[int, np.ndarray]:
+    return TimmBackbone(model).layers(x_uint8)
 
 FAMILIES = ("vit", "mixer", "resnet")
 N_IMAGES = 2000

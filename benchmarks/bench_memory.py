@@ -19,17 +19,16 @@ import tempfile
 REFERENCE = """
 import resource
 from transferscale.spec import load_spec
-from transferscale.plan import make_plan
-from transferscale.runner import StudyRunner
-from transferscale.models import build_model
-from transferscale.represent import extract_layers
+from transferscale.engine.context import JobContext
+from transferscale.models.grid import TimmBackbone, build_model
 spec, text = load_spec(None, quick={quick})
-runner = StudyRunner(spec, text, {out!r})
-runner.check_shots()  # loads every downstream task
-up = runner.upstream()
-largest = max((r for r in make_plan(spec).runs if r.kind == "trained"),
+ctx = JobContext(spec, {out!r})
+for task in ctx.plan.tasks:  # every downstream task, loaded as a study loads them
+    ctx.dataset(task)
+up = ctx.upstream()
+largest = max((r for r in ctx.plan.runs if r.kind == "trained"),
               key=lambda r: sum(1 for _ in build_model(r.family, r.config["shape"], 100).parameters()))
-extract_layers(build_model(largest.family, largest.config["shape"], up.n_classes), up.x_test[:500])
+TimmBackbone(build_model(largest.family, largest.config["shape"], up.n_classes)).layers(up.x_test[:500])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "load_spec": "transferscale.spec",
     "parse_spec": "transferscale.spec",
     "make_plan": "transferscale.plan",
-    "run_study": "transferscale.runner",
+    "run_study": "transferscale.engine.runner",
     "read_results": "transferscale.store",
     "Store": "transferscale.store",
     "load_dataset": "transferscale.data",

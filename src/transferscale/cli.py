@@ -59,7 +59,7 @@ def run(
 ) -> None:
     """Run a study, or resume it: finished runs are never redone."""
     from transferscale.progress import RichProgress
-    from transferscale.runner import run_study
+    from transferscale.engine.runner import run_study
     from transferscale.spec import load_spec
 
     try:

@@ -161,3 +161,9 @@ def _as_layers(layers) -> Layers:
             raise TransferscaleError(f"layer {layer}: features must be [N, D], got shape {arr.shape}")
         out[int(layer)] = arr
     return out
+
+
+def layer_depth(layer: int, n_layers: int) -> float:
+    """Relative depth of layer i of a backbone with n_layers intermediate layers: (i + 1) / n_layers, and 1.0
+    for layer -1 (the final representation), so models of different depth share one axis."""
+    return 1.0 if layer == -1 else (layer + 1) / n_layers

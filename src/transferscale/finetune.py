@@ -35,11 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from transferscale.errors import TransferscaleError
-from transferscale.pretrain import RunFailed, lr_at, random_shift, to_tensor
-from transferscale.represent import accuracy
+from transferscale.models.grid import to_tensor
+from transferscale.pretrain import RunFailed, sgd_steps
 
 
 @dataclass(frozen=True)
@@ -119,10 +118,12 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
              batch_size: int = DEFAULT.batch_size, warmup_fraction: float = DEFAULT.warmup_fraction,
              max_shift: int = DEFAULT.max_shift, momentum: float = DEFAULT.momentum,
              clip_norm: float | None = DEFAULT.clip_norm, seed: int = DEFAULT.seed,
-             on_step: Callable[[int, int, float], None] | None = None) -> FinetuneResult:
-    """Fine-tune a copy of `model` on (x_train, y_train), uint8 [N, 28, 28], and report its test accuracy.
+             on_step: Callable[[int, int, float], None] | None = None,
+             preprocess: Callable[[np.ndarray], torch.Tensor] = to_tensor) -> FinetuneResult:
+    """Fine-tune a copy of `model` on (x_train, y_train) and report its test accuracy.
 
-    The caller's model is left as it was. Raises `RunFailed` when the loss or the weights stop being finite, or
+    `preprocess` maps a batch of the dataset's raw images (uint8 (N, H, W[, C])) to the model's input (by
+    default the grid models' `to_tensor`). The caller's model is left as it was. Raises `RunFailed` when the loss or the weights stop being finite, or
     the loss grows to `DIVERGED` times its first value, log(num_classes).
     """
     _check_inputs(x_train, y_train, x_test, y_test, num_classes, steps, batch_size)
@@ -131,11 +132,11 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = with_zero_head(model, num_classes)
-        loss_value = _train(net, to_tensor(x_train), torch.from_numpy(y_train.astype(np.int64)),
+        loss_value = _train(net, preprocess(x_train), torch.from_numpy(y_train.astype(np.int64)),
                             num_classes=num_classes, steps=steps, lr=lr, batch_size=batch_size,
                             warmup_fraction=warmup_fraction, max_shift=max_shift, momentum=momentum,
                             clip_norm=clip_norm, seed=seed, on_step=on_step)
-        acc = accuracy(net, x_test, y_test)
+        acc = _accuracy(net, preprocess, x_test, y_test)
     return FinetuneResult(accuracy=acc, final_loss=loss_value, steps=steps, seconds=time.perf_counter() - start)
 
 
@@ -144,25 +145,26 @@ def _train(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, nu
            seed: int, on_step: Callable[[int, int, float], None] | None) -> float:
     params = list(net.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=0.0)
-    net.train()
-    loss_value = float("nan")
-    for step in range(steps):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        batch = torch.randint(0, len(x_all), (batch_size,), generator=gen)
-        x = random_shift(x_all[batch], max_shift, gen)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup_fraction)
-        loss = F.cross_entropy(net(x), y_all[batch])
-        loss_value = loss.item()
-        if not math.isfinite(loss_value) or loss_value > DIVERGED * math.log(num_classes):
-            raise RunFailed(f"fine-tuning loss diverged to {loss_value:.4g} at step {step} of {steps} with lr={lr}; "
+
+    def check_loss(loss: float, step: int) -> None:
+        if not math.isfinite(loss) or loss > DIVERGED * math.log(num_classes):
+            raise RunFailed(f"fine-tuning loss diverged to {loss:.4g} at step {step} of {steps} with lr={lr}; "
                             "lower the fine-tuning learning rate")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        clipped_step(opt, params, clip_norm)
-        if on_step is not None:
-            on_step(step + 1, steps, loss_value)
+
+    loss_value = sgd_steps(net, opt, x_all, y_all, steps=steps, seed=seed, batch_size=batch_size,
+                           max_shift=max_shift, lr=lr, warmup_fraction=warmup_fraction, check_loss=check_loss,
+                           update=lambda: clipped_step(opt, params, clip_norm), on_step=on_step)
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise RunFailed(f"fine-tuning weights became non-finite in the last step with lr={lr}; "
                         "lower the fine-tuning learning rate")
     return loss_value
+
+
+@torch.no_grad()
+def _accuracy(net: torch.nn.Module, preprocess, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
+    """Top-1 accuracy of `net` on (x, y), in eval mode (BatchNorm on its running statistics)."""
+    net.eval()
+    correct = 0
+    for i in range(0, len(x), batch):
+        correct += int((net(preprocess(x[i:i + batch])).argmax(1).numpy() == y[i:i + batch]).sum())
+    return correct / len(x)

@@ -1,23 +1,30 @@
-"""Expand a study spec into runs and evaluations, each keyed by a hash of its canonical config.
+"""Expand a study spec into runs, and each run into the evaluations it owes, every one keyed by a hash of its config.
 
 The same config always gives the same key, so a run is never done twice; editing the spec adds only the
 runs (or evaluations) whose config changed. Anything that does not change what a run computes (its name, the
 output directory, the description) stays out of the key.
+
+Run names are made from the config too, so they are unique by construction and stable across versions of a
+spec: family and size, then every shape field that differs from the named size, the data fraction and steps,
+then every training setting that differs from the tool's defaults, e.g. `vit-s-depth6-d0.3-s360-lr0.006`.
 """
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 from dataclasses import dataclass, field
 
-from transferscale.shapes import resolve_shape, shape_dict
-from transferscale.spec import StudySpec
+from transferscale.errors import TransferscaleError
+from transferscale.protocols import PROTOCOLS, Protocol
+from transferscale.shapes import SIZES, resolve_shape, shape_dict
+from transferscale.spec import ModelGroup, PretrainedModel, StudySpec, TrainingSpec
 
-# Bump when the training or evaluation code changes what it computes, so old results are not reused.
+# Bump when the training code changes what it computes, so old results are not reused.
 TRAIN_RECIPE = "train-v1"
-EVAL_RECIPE = "eval-v2"  # v2: every layer
-FINETUNE_RECIPE = "finetune-v1"
+
+# Training settings that show in a run's name when they differ from the defaults, and their short labels.
+_NAMED_SETTINGS = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_fraction": "wu",
+                   "max_shift": "shift", "seed": "seed"}
 
 
 def config_key(config: dict) -> str:
@@ -28,32 +35,38 @@ def config_key(config: dict) -> str:
 
 @dataclass(frozen=True)
 class Task:
-    """A downstream task: a registered dataset and its options."""
+    """A downstream task: a registered dataset, its options and its modality ("image" or "text")."""
 
     name: str
     options: dict = field(default_factory=dict)
+    modality: str = "image"
 
 
 @dataclass(frozen=True)
 class Run:
+    """One model of the study: trained by it (`trained`), a baseline (`random_init`, `pixels`) or evaluated
+    as given (`pretrained`, from a model source)."""
+
     key: str
     name: str
-    kind: str  # "trained", "random_init" or "pixels"
-    family: str  # a model family, or "pixels"
+    kind: str  # "trained", "random_init", "pixels" or "pretrained"
+    family: str  # a grid family, "pixels", or a model source's prefix
     size: str | None
     config: dict
+    modality: str = "image"
 
     @property
     def is_baseline(self) -> bool:
-        return self.kind != "trained"
+        return self.kind in ("random_init", "pixels")
 
-    def eval_key(self, task: Task, probe: dict) -> str:
-        return config_key({"run": self.key, "task": task.name, "options": task.options, "probe": probe,
-                           "recipe": EVAL_RECIPE})
 
-    def finetune_key(self, task: Task, recipe: dict) -> str:
-        return config_key({"run": self.key, "task": task.name, "options": task.options, "finetune": recipe,
-                           "recipe": FINETUNE_RECIPE})
+@dataclass(frozen=True)
+class Evaluation:
+    """One (protocol, task) evaluation a run owes, and its key."""
+
+    protocol: str
+    task: str
+    key: str
 
 
 @dataclass(frozen=True)
@@ -61,24 +74,25 @@ class Plan:
     spec: StudySpec
     runs: list[Run]
     tasks: list[Task]
+    protocols: dict[str, Protocol]  # the enabled protocols, by name
 
-    @property
-    def probe(self) -> dict:
-        return self.spec.probe.model_dump()
+    def tasks_of(self, run: Run) -> list[Task]:
+        """The downstream tasks a run can read: those of its modality."""
+        return [task for task in self.tasks if task.modality == run.modality]
 
-    def finetunes(self, run: Run) -> list[Task]:
-        """The tasks this run is fine-tuned on: none unless its name matches a finetune.runs pattern."""
-        ft = self.spec.finetune
-        if run.kind == "pixels" or not any(fnmatch.fnmatchcase(run.name, p) for p in ft.runs):
-            return []
-        return [task for task in self.tasks if task.name in ft.tasks]
+    def evaluations(self, run: Run) -> list[Evaluation]:
+        """Every evaluation the run owes: for each enabled protocol, each task it applies to."""
+        return [Evaluation(name, task.name, proto.key(run, task))
+                for name, proto in self.protocols.items() for task in proto.tasks_for(self, run)]
 
-    def evaluations(self, run: Run) -> dict[str, str]:
-        """Every evaluation the run owes, label -> key: a probe per task, a fine-tune per finetune task."""
-        owed = {f"probe:{task.name}": run.eval_key(task, self.probe) for task in self.tasks}
-        recipe = self.spec.finetune.recipe()
-        owed |= {f"finetune:{task.name}": run.finetune_key(task, recipe) for task in self.finetunes(run)}
-        return owed
+    def task(self, name: str) -> Task:
+        return next(t for t in self.tasks if t.name == name)
+
+    def work(self, run: Run, evaluations: list[Evaluation] | None = None) -> int:
+        """A run's cost in training-step equivalents, for the progress bar's estimate of the time left."""
+        train = run.config["training"]["steps"] if run.kind == "trained" else 0
+        owed = self.evaluations(run) if evaluations is None else evaluations
+        return train + sum(self.protocols[e.protocol].cost(run, self.task(e.task)) for e in owed)
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -88,54 +102,105 @@ def _upstream(spec: StudySpec) -> dict:
     return {"dataset": spec.upstream.dataset, "options": dict(spec.upstream.options)}
 
 
-def _fmt_fraction(f: float) -> str:
-    return f"{f:g}"
+def _value(v) -> str:
+    if isinstance(v, list | tuple):
+        return "x".join(_value(x) for x in v)
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def shape_label(family: str, size: str, shape: dict) -> str:
+    """`size`, then `-FIELDvalue` for every shape field that differs from the named size."""
+    named = shape_dict(SIZES[family][size])
+    return size + "".join(f"-{k}{_value(v)}" for k, v in sorted(shape.items()) if named.get(k) != v)
+
+
+def _settings_label(training: dict) -> str:
+    defaults = TrainingSpec.model_fields
+    return "".join(f"-{label}{_value(training[k])}" for k, label in _NAMED_SETTINGS.items()
+                   if training[k] != defaults[k].default)
+
+
+def _grid_runs(spec: StudySpec, group: ModelGroup) -> list[Run]:
+    t = spec.training
+    runs = []
+    for size in group.sizes:
+        shape = shape_dict(resolve_shape(group.family, size, group.shape))
+        label = f"{group.family}-{shape_label(group.family, size, shape)}"
+        for budget in t.budgets:
+            steps = max(1, round(budget.steps * group.steps_scale))
+            training = {
+                "data_fraction": budget.data_fraction, "steps": steps, "batch_size": t.batch_size,
+                "lr": group.lr or t.lr, "weight_decay": t.weight_decay,
+                "warmup_fraction": t.warmup_fraction, "max_shift": t.max_shift, "seed": t.seed,
+            }
+            config = {"kind": "trained", "family": group.family, "shape": shape,
+                      "upstream": _upstream(spec), "training": training, "recipe": TRAIN_RECIPE}
+            name = f"{label}-d{_value(budget.data_fraction)}-s{steps}{_settings_label(training)}"
+            runs.append(Run(config_key(config), name, "trained", group.family, size, config))
+    return runs
+
+
+def _random_runs(spec: StudySpec) -> list[Run]:
+    runs, seen = [], set()
+    seed = spec.training.seed if spec.training else 0
+    for group in spec.grid_groups():
+        for size in group.sizes:
+            shape = shape_dict(resolve_shape(group.family, size, group.shape))
+            config = {"kind": "random_init", "family": group.family, "shape": shape,
+                      "upstream": _upstream(spec), "seed": seed, "recipe": TRAIN_RECIPE}
+            key = config_key(config)
+            if key not in seen:
+                seen.add(key)
+                name = f"{group.family}-{shape_label(group.family, size, shape)}-random"
+                runs.append(Run(key, name + (f"-seed{seed}" if seed else ""), "random_init", group.family, size,
+                                config))
+    return runs
+
+
+def _pretrained_run(entry: PretrainedModel) -> Run:
+    from transferscale.models.source import make_source
+
+    source = make_source(entry.source, entry.options)
+    config = source.config()
+    if entry.upstream_accuracy is not None:
+        config["upstream_accuracy"] = {"dataset": entry.upstream, "value": entry.upstream_accuracy}
+    return Run(config_key(config), entry.name or source.default_name(), "pretrained", source.prefix, None, config,
+               source.modality)
 
 
 def make_plan(spec: StudySpec) -> Plan:
-    """Every (model, budget) pair becomes a trained run; baselines follow the spec's [baselines] table."""
-    t = spec.training
+    """Every grid (model, budget) pair becomes a trained run, every pretrained entry an evaluate-only run;
+    baselines follow the spec's [baselines] table."""
+    from transferscale.data.registry import dataset_modality
+
     runs: list[Run] = []
-    for group in spec.models:
-        for size in group.sizes:
-            shape = shape_dict(resolve_shape(group.family, size, group.shape))
-            for budget in t.budgets:
-                steps = max(1, round(budget.steps * group.steps_scale))
-                training = {
-                    "data_fraction": budget.data_fraction, "steps": steps, "batch_size": t.batch_size,
-                    "lr": group.lr or t.lr, "weight_decay": t.weight_decay,
-                    "warmup_fraction": t.warmup_fraction, "max_shift": t.max_shift, "seed": t.seed,
-                }
-                config = {"kind": "trained", "family": group.family, "shape": shape,
-                          "upstream": _upstream(spec), "training": training, "recipe": TRAIN_RECIPE}
-                name = f"{group.family}-{size}-d{_fmt_fraction(budget.data_fraction)}-s{steps}"
-                runs.append(Run(config_key(config), name, "trained", group.family, size, config))
+    for entry in spec.models:
+        runs += _grid_runs(spec, entry) if isinstance(entry, ModelGroup) else [_pretrained_run(entry)]
     if spec.baselines.random_init:
-        seen = set()
-        for group in spec.models:
-            for size in group.sizes:
-                shape = shape_dict(resolve_shape(group.family, size, group.shape))
-                config = {"kind": "random_init", "family": group.family, "shape": shape,
-                          "upstream": _upstream(spec), "seed": t.seed, "recipe": TRAIN_RECIPE}
-                key = config_key(config)
-                if key not in seen:
-                    seen.add(key)
-                    runs.append(Run(key, f"{group.family}-{size}-random", "random_init", group.family, size, config))
-    if spec.baselines.pixels:
+        runs += _random_runs(spec)
+    tasks = [Task(name, dict(spec.downstream.options.get(name, {})),
+                  dataset_modality(name, spec.downstream.options.get(name, {}))) for name in spec.downstream.tasks]
+    if spec.baselines.pixels and any(t.modality == "image" for t in tasks):
         config = {"kind": "pixels", "recipe": TRAIN_RECIPE}
         runs.append(Run(config_key(config), "pixels", "pixels", "pixels", None, config))
     _check_unique(runs)
-    tasks = [Task(name, dict(spec.downstream.options.get(name, {}))) for name in spec.downstream.tasks]
-    return Plan(spec, runs, tasks)
+    protocols = {}
+    for name in PROTOCOLS.list():
+        if name in spec.protocols:
+            proto = PROTOCOLS.get(name)(spec.protocols[name])
+            if proto.enabled():
+                protocols[name] = proto
+    return Plan(spec, runs, tasks, protocols)
 
 
 def _check_unique(runs: list[Run]) -> None:
-    from transferscale.errors import TransferscaleError
-
-    seen: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    names: dict[str, str] = {}
     for run in runs:
-        if run.key in seen:
+        if run.key in keys:
             raise TransferscaleError(
-                f"runs {seen[run.key]!r} and {run.name!r} have the same config; remove the duplicate from the spec"
-            )
-        seen[run.key] = run.name
+                f"runs {keys[run.key]!r} and {run.name!r} have the same config; remove the duplicate from the spec")
+        if run.name in names:
+            raise TransferscaleError(
+                f"two runs are both named {run.name!r}; give the [[models]] entries distinct `name`s")
+        keys[run.key], names[run.name] = run.name, run.key

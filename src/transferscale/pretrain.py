@@ -18,19 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from transferscale.models import build_model
+from transferscale.models.grid import PIXEL_SCALE, PIXEL_SHIFT, build_model, to_tensor
 
-# Images are uint8 in [0, 255]; one fixed affine map to roughly zero mean, unit scale for every dataset.
-PIXEL_SHIFT, PIXEL_SCALE = 0.5, 0.5
 
 
 class RunFailed(Exception):
     """A run that cannot finish (diverged loss, bad data); recorded as failed, the study goes on."""
-
-
-def to_tensor(x_uint8: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(x_uint8)).float().div_(255.0)
-    return x.sub_(PIXEL_SHIFT).div_(PIXEL_SCALE).unsqueeze(1)
 
 
 def subset_indices(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -61,7 +54,11 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
     rows = off[:, 0, None] + torch.arange(h)[None]  # [n, h]
     cols = off[:, 1, None] + torch.arange(w)[None]  # [n, w]
     batch = torch.arange(n)[:, None, None]
-    return pad[:, 0][batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    if x.shape[1] == 1:
+        return pad[:, 0][batch, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
+    # several channels: gather [n, h, w, C] from the channels-last view, then back to a plain NCHW layout
+    shifted = pad.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    return shifted.clone(memory_format=torch.contiguous_format)
 
 
 # ---- checkpoints ------------------------------------------------------------------------------------------
@@ -111,14 +108,61 @@ class TrainResult:
     final_loss: float
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The random stream of one training step: batch indices and shifts are drawn from it alone.
+
+    Seeded with seed * 1_000_003 + step: 1,000,003 is a prime above any step count a run has, so two
+    (seed, step) pairs share a stream only if they are equal, and a run resumed at step s draws exactly
+    what the uninterrupted run drew at step s.
+    """
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor, y_all: torch.Tensor, *,
+              steps: int, start: int = 0, seed: int, batch_size: int, max_shift: int, lr: float,
+              warmup_fraction: float, check_loss: Callable[[float, int], None],
+              update: Callable[[], None] | None = None,
+              on_step: Callable[[int, int, float], None] | None = None,
+              after_step: Callable[[int, float], None] | None = None) -> float:
+    """The training loop both pre-training and fine-tuning run, from `start` to `steps`; returns the last loss.
+
+    Each step: a batch of `batch_size` drawn with replacement and shifted by up to `max_shift` pixels (both
+    from `step_generator(seed, step)`), the learning rate of `lr_at`, cross-entropy, `check_loss(loss, step)`
+    (raises RunFailed to stop), backward, then `update()` (default `opt.step()`), `on_step(step + 1, steps,
+    loss)` and `after_step(step + 1, loss)`.
+    """
+    model.train()
+    loss_value = float("nan")
+    for step in range(start, steps):
+        gen = step_generator(seed, step)
+        batch = torch.randint(0, len(x_all), (batch_size,), generator=gen)
+        x = random_shift(x_all[batch], max_shift, gen)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr, warmup_fraction)
+        loss = F.cross_entropy(model(x), y_all[batch])
+        loss_value = loss.item()
+        check_loss(loss_value, step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        (update or opt.step)()
+        if on_step is not None:
+            on_step(step + 1, steps, loss_value)
+        if after_step is not None:
+            after_step(step + 1, loss_value)
+    return loss_value
+
+
 def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, ckpt_path: Path, *,
           checkpoint_every: int = 200, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
     """Train the run described by `config` (see plan.make_plan), resuming from `ckpt_path` when it holds a
-    valid checkpoint of the same run. The finished model is checkpointed with `complete=True`."""
+    valid checkpoint of the same run. The finished model is checkpointed with `complete=True`.
+
+    The network is built for the images' size and channel count (x_train: uint8 (N, H, W[, C])).
+    """
     t = config["training"]
     seed, steps = t["seed"], t["steps"]
     torch.manual_seed(seed)
-    model = build_model(config["family"], config["shape"], num_classes)
+    model = build_model(config["family"], config["shape"], num_classes, **image_geometry(x_train))
     opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     start = 0
     state = load_checkpoint(ckpt_path)
@@ -131,30 +175,29 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
         start = state["step"]
     idx = subset_indices(y_train, t["data_fraction"], seed)
     x_all, y_all = to_tensor(x_train[idx]), torch.from_numpy(y_train[idx].astype(np.int64))
-    model.train()
-    loss_value = float("nan")
-    for step in range(start, steps):
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        batch = torch.randint(0, len(idx), (t["batch_size"],), generator=gen)
-        x = random_shift(x_all[batch], t["max_shift"], gen)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, t["lr"], t["warmup_fraction"])
-        loss = F.cross_entropy(model(x), y_all[batch])
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise RunFailed(f"loss diverged to {loss_value} at step {step}; lower the learning rate")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if on_step is not None:
-            on_step(step + 1, steps, loss_value)
-        if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
+
+    def check_loss(loss: float, step: int) -> None:
+        if not math.isfinite(loss):
+            raise RunFailed(f"loss diverged to {loss} at step {step}; lower the learning rate")
+
+    def checkpoint(done: int, loss: float) -> None:
+        if done % checkpoint_every == 0 and done < steps:
             save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(),
-                                        "optimizer": opt.state_dict(), "step": step + 1, "complete": False})
+                                        "optimizer": opt.state_dict(), "step": done, "complete": False})
+
+    loss_value = sgd_steps(model, opt, x_all, y_all, steps=steps, start=start, seed=seed,
+                           batch_size=t["batch_size"], max_shift=t["max_shift"], lr=t["lr"],
+                           warmup_fraction=t["warmup_fraction"], check_loss=check_loss, on_step=on_step,
+                           after_step=checkpoint)
     model.eval()
     save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(), "step": steps,
                                 "complete": True, "loss": loss_value})
     return TrainResult(model, steps, start, loss_value)
+
+
+def image_geometry(x: np.ndarray) -> dict:
+    """build_model's img_size and in_chans for uint8 images (N, H, W) or (N, H, W, C)."""
+    return {"img_size": (int(x.shape[1]), int(x.shape[2])), "in_chans": 1 if x.ndim == 3 else int(x.shape[3])}
 
 
 @torch.no_grad()

@@ -10,9 +10,9 @@ import tomllib
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from transferscale.errors import TransferscaleError, did_you_mean
 from transferscale.shapes import FAMILIES, SIZES, resolve_shape
@@ -50,6 +50,7 @@ class UpstreamSpec(_Strict):
 class ModelGroup(_Strict):
     """One family at several named sizes; `steps_scale` multiplies every budget's steps (ViTs need more)."""
 
+    source: Literal["grid"] = "grid"
     family: str
     sizes: list[str]
     shape: dict[str, Any] = Field(default_factory=dict)
@@ -71,6 +72,45 @@ class ModelGroup(_Strict):
             except TransferscaleError as err:
                 raise ValueError(str(err)) from None
         return self
+
+
+class PretrainedModel(_Strict):
+    """A model the study evaluates without training it: `source = "PREFIX:REF"` (timm:, hf:, file:, ...).
+
+    `options` belong to the source (e.g. `weights` for timm:); `upstream_accuracy`, when given (e.g. the
+    published ImageNet top-1, as a fraction), places the model on the upstream axis of the analysis, with
+    `upstream` naming what it was measured on.
+    """
+
+    source: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    upstream_accuracy: float | None = Field(None, ge=0, le=1)
+    upstream: str = "given"
+
+    @model_validator(mode="after")
+    def _known(self):
+        from pydantic import ValidationError as _VE
+
+        from transferscale.models.source import make_source
+
+        try:
+            make_source(self.source, self.options)
+        except TransferscaleError as err:
+            raise ValueError(str(err)) from None
+        except _VE as err:
+            raise ValueError(f"options of {self.source!r}: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+        return self
+
+
+def _model_kind(value: Any) -> str:
+    source = value.get("source") if isinstance(value, dict) else getattr(value, "source", None)
+    return "grid" if source in (None, "grid") else "pretrained"
+
+
+ModelEntry = Annotated[Union[Annotated[ModelGroup, Tag("grid")], Annotated[PretrainedModel, Tag("pretrained")]],
+                       Discriminator(_model_kind)]
 
 
 class Budget(_Strict):
@@ -105,64 +145,6 @@ class DownstreamSpec(_Strict):
         return self
 
 
-class ProbeSpec(_Strict):
-    """Few-shot linear probes in closed form (big_vision's protocol).
-
-    `select_l2`: choose l2 per (shots, seed) on `val_per_class` validation examples per class, drawn from the
-    training pool apart from the shots (never from test); only the chosen l2's accuracy is stored.
-    `method = "logistic"`: scikit-learn's logistic regression instead of the closed-form ridge (far slower).
-    """
-
-    shots: list[int] = Field(default_factory=lambda: [1, 5, 10, 25], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
-    l2: list[float] = Field(default_factory=lambda: [2.0**10], min_length=1)
-    layers: Literal["all", "final"] = "all"
-    method: Literal["ridge", "logistic"] = "ridge"
-    select_l2: bool = False
-    val_per_class: int = Field(10, gt=0)
-
-    def min_train_per_class(self) -> int:
-        """Examples a class needs: the largest shot count, plus the validation examples when l2 is selected."""
-        return max(self.shots) + (self.val_per_class if self.select_l2 else 0)
-
-    @field_validator("shots")
-    @classmethod
-    def _positive(cls, shots):
-        if any(k < 1 for k in shots):
-            raise ValueError(f"shots must be positive integers, got {shots}")
-        return sorted(set(shots))
-
-    @field_validator("l2")
-    @classmethod
-    def _l2(cls, l2):
-        if any(v <= 0 for v in l2):
-            raise ValueError(f"l2 values must be > 0, got {l2}")
-        return l2
-
-
-class FinetuneSpec(_Strict):
-    """Full fine-tuning (transferscale.finetune's recipe) of the runs whose names match `runs`, on `tasks`.
-
-    Fine-tuning trains on each task's whole training pool and reports test accuracy; it is far costlier than
-    a probe, so a study usually fine-tunes a subset: `runs` are shell-style patterns over run names
-    (e.g. "*-m-d1-*" for every size-m model at full data, "*-random" for the from-scratch baselines).
-    """
-
-    tasks: list[str] = Field(default_factory=list)
-    runs: list[str] = Field(default_factory=lambda: ["*"])
-    steps: int = Field(100, gt=0)
-    lr: float = Field(0.01, gt=0)
-    batch_size: int = Field(64, gt=0)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    max_shift: int = Field(2, ge=0, le=8)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    clip_norm: float | None = Field(1.0, gt=0)
-    seed: int = 0
-
-    def recipe(self) -> dict:
-        return self.model_dump(exclude={"tasks", "runs"})
-
-
 class BaselineSpec(_Strict):
     """Rows every study measures: raw pixels, and each model of the grid at random initialisation."""
 
@@ -175,14 +157,64 @@ class StudySpec(_Strict):
     description: str = ""
     output_dir: str | None = None
     upstream: UpstreamSpec = Field(default_factory=UpstreamSpec)
-    models: list[ModelGroup] = Field(min_length=1)
-    training: TrainingSpec
+    models: list[ModelEntry] = Field(min_length=1)
+    training: TrainingSpec | None = None
     downstream: DownstreamSpec
-    probe: ProbeSpec = Field(default_factory=ProbeSpec)
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
-    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
     executor: Literal["local"] = "local"
     quick: dict[str, Any] | None = None
+    # Each registered protocol's options, from its own table ([probe], [finetune], ...): see `_protocols`.
+    protocols: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _protocols(cls, data):
+        """Move every protocol's table into `protocols`, validated by the protocol's own Options model."""
+        from transferscale.protocols import PROTOCOLS, protocol_sections
+
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        given = dict(data.pop("protocols", None) or {})
+        for section, name in protocol_sections().items():
+            if section in data:
+                given[name] = data.pop(section)
+        parsed = {}
+        for name in PROTOCOLS.list():
+            proto = PROTOCOLS.get(name)
+            raw = given.pop(name, None)
+            if raw is None and not proto.always:
+                continue
+            try:
+                parsed[name] = raw if isinstance(raw, proto.Options) else proto.Options.model_validate(raw or {})
+            except ValidationError as err:
+                raise ValueError("; ".join(_format_errors(err, proto.section))) from None
+        if given:
+            raise ValueError(f"unknown protocol(s) {sorted(given)}; registered: {PROTOCOLS.list()}")
+        data["protocols"] = parsed
+        return data
+
+    @property
+    def probe(self):
+        """The few-shot probe's options (the [probe] table)."""
+        return self.protocols["fewshot"]
+
+    @property
+    def finetune(self):
+        """The fine-tuning options (the [finetune] table), defaults when the spec has none."""
+        from transferscale.protocols.finetune import FinetuneOptions
+
+        return self.protocols.get("finetune", FinetuneOptions())
+
+    def grid_groups(self) -> list[ModelGroup]:
+        return [m for m in self.models if isinstance(m, ModelGroup)]
+
+    @model_validator(mode="after")
+    def _training_for_grid(self):
+        if self.grid_groups() and self.training is None:
+            raise ValueError("the spec has grid models ([[models]] with family and sizes) but no [training] "
+                             "table; add one with budgets (see `transferscale init`)")
+        return self
 
     @model_validator(mode="after")
     def _finetune_tasks_are_tasks(self):
@@ -217,11 +249,27 @@ class StudySpec(_Strict):
 
 def _check_keys(raw: dict, model: type[BaseModel], where: str) -> None:
     """Name unknown keys with a "did you mean" before pydantic's generic message can."""
-    fields = model.model_fields
+    fields = dict(model.model_fields)
+    if model is StudySpec:  # each protocol's table is a top-level key, checked against its Options
+        from transferscale.protocols import PROTOCOLS, protocol_sections
+
+        fields.pop("protocols")
+        sections = {section: PROTOCOLS.get(name).Options for section, name in protocol_sections().items()}
+    else:
+        sections = {}
+    if model is ModelGroup and raw.get("source") not in (None, "grid"):
+        model, fields = PretrainedModel, dict(PretrainedModel.model_fields)
     for key, value in raw.items():
         path = f"{where}.{key}" if where else key
+        if key in sections:
+            if isinstance(value, dict):
+                _check_keys(value, sections[key], path)
+            continue
         if key not in fields:
-            raise TransferscaleError(f"unknown key {path!r} in the study spec; {did_you_mean(key, fields)}")
+            raise TransferscaleError(f"unknown key {path!r} in the study spec; "
+                                     f"{did_you_mean(key, [*fields, *sections])}")
+        if key == "options" and model is PretrainedModel:
+            continue  # the source validates its own options
         inner = _model_of(fields[key].annotation)
         if inner is None:
             continue
@@ -243,15 +291,19 @@ def _model_of(annotation) -> type[BaseModel] | None:
     return None
 
 
-def _format(err: ValidationError) -> str:
+def _format_errors(err: ValidationError, where: str = "") -> list[str]:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in e["loc"]).replace(".[", "[")
+        loc = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in [*([where] if where else []), *e["loc"]])
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
-        lines.append(f"{loc or 'spec'}: {msg}{shown}")
-    return "invalid study spec:\n  " + "\n  ".join(lines)
+        lines.append(f"{loc.replace('.[', '[')}: {msg}{shown}" if loc else msg + shown)
+    return lines
+
+
+def _format(err: ValidationError) -> str:
+    return "invalid study spec:\n  " + "\n  ".join(_format_errors(err))
 
 
 def _merge(base: dict, over: dict) -> dict:

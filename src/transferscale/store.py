@@ -3,7 +3,7 @@
 Tables
   meta          key/value: the spec text, when the study was created, versions
   runs          one row per run key: name, kind, family, size, config (JSON), status, error, timings, versions
-  evaluations   one row per (run, task) evaluation key that has finished, so changed probes re-run only what changed
+  evaluations   one row per finished evaluation key: run, task, protocol; a changed probe re-runs only what changed
   measurements  (run, metric, task, shots, seed, layer, l2) -> value, and the layer's relative depth in (0, 1]
 
 Everything a run produces is written in one transaction, so a study killed at any moment holds either all
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started REAL, finished REAL, train_seconds REAL, eval_seconds REAL, versions TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
-    key TEXT PRIMARY KEY, run TEXT NOT NULL, task TEXT NOT NULL, finished REAL
+    key TEXT PRIMARY KEY, run TEXT NOT NULL, task TEXT NOT NULL, finished REAL, protocol TEXT
 );
 CREATE TABLE IF NOT EXISTS measurements (
     run TEXT NOT NULL, metric TEXT NOT NULL, task TEXT NOT NULL, shots INTEGER NOT NULL,
@@ -73,13 +73,23 @@ class Store:
         if not create:  # a reader never changes the file, not even to migrate it
             return
         self.conn.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older version up to this schema, in place."""
         if "depth" not in self._columns():  # a store written before layer-wise probes: final layers only
             with self.conn:
                 self.conn.execute("ALTER TABLE measurements ADD COLUMN depth REAL NOT NULL DEFAULT -1")
                 self.conn.execute("UPDATE measurements SET depth = 1.0 WHERE layer = -1 AND shots != -1")
+        if "protocol" not in self._columns("evaluations"):  # evaluations once stored 'probe:TASK' as the task
+            with self.conn:
+                self.conn.execute("ALTER TABLE evaluations ADD COLUMN protocol TEXT")
+                for old, new in (("probe:", "fewshot"), ("finetune:", "finetune")):
+                    self.conn.execute("UPDATE evaluations SET protocol = ?, task = substr(task, ?) "
+                                      "WHERE task LIKE ?", (new, len(old) + 1, old + "%"))
 
-    def _columns(self) -> set[str]:
-        return {row[1] for row in self.conn.execute("PRAGMA table_info(measurements)")}
+    def _columns(self, table: str = "measurements") -> set[str]:
+        return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
         self.conn.close()
@@ -123,27 +133,27 @@ class Store:
                 "UPDATE runs SET status='failed', error=?, finished=? WHERE key=?", (error, time.time(), run_key)
             )
 
-    def commit_run(self, run_key: str, measurements: list[Measurement], eval_keys: dict[str, str], *,
-                   params: int | None, train_seconds: float, eval_seconds: float) -> None:
-        """Write a run's measurements and mark it done, all in one transaction.
+    def commit_run(self, run_key: str, measurements: list[Measurement], evaluations: list, *,
+                   stale: list[tuple[str, str]] = (), params: int | None, train_seconds: float,
+                   eval_seconds: float) -> None:
+        """Write a run's measurements, record its finished evaluations and mark it done, in one transaction.
 
-        `eval_keys` maps each evaluation done ('probe:TASK' or 'finetune:TASK') to its key; rows an earlier
-        setting of the same evaluation left for that run and task are replaced, not kept beside the new ones.
+        `evaluations` are the plan's Evaluation records (protocol, task, key) this commit completes; `stale`
+        lists the (task, metric) pairs whose earlier rows for this run the new ones replace (an earlier
+        setting of the same evaluation), so old and new results never sit side by side.
         """
         now = time.time()
-        metric_of = {"probe": "fewshot_accuracy", "finetune": "finetune_accuracy"}
-        stale = [(run_key, label.split(":", 1)[1], metric_of[label.split(":", 1)[0]])
-                 for label in eval_keys if label.split(":", 1)[0] in metric_of]
         with self.conn:
-            self.conn.executemany("DELETE FROM measurements WHERE run=? AND task=? AND metric=?", stale)
+            self.conn.executemany("DELETE FROM measurements WHERE run=? AND task=? AND metric=?",
+                                  [(run_key, task, metric) for task, metric in stale])
             self.conn.executemany(
                 "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(run_key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value),
                   float(m.depth)) for m in measurements],
             )
             self.conn.executemany(
-                "INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?)",
-                [(key, run_key, task, now) for task, key in eval_keys.items()],
+                "INSERT OR REPLACE INTO evaluations (key, run, task, finished, protocol) VALUES (?, ?, ?, ?, ?)",
+                [(e.key, run_key, e.task, now, e.protocol) for e in evaluations],
             )
             self.conn.execute(
                 """UPDATE runs SET status='done', error=NULL, finished=?, params=COALESCE(?, params),
@@ -162,12 +172,17 @@ class Store:
             self.conn,
         )
 
+    def run_configs(self) -> dict[str, dict]:
+        """Each run's config (the dict its key hashes), by run key."""
+        return {key: json.loads(config) for key, config in self.conn.execute("SELECT key, config FROM runs")}
+
     def results_frame(self):
         """The tidy table: one row per measurement, joined with the run's name, kind and family."""
         import pandas as pd
 
         df = pd.read_sql_query(
-            """SELECT m.run, r.name, CASE WHEN r.kind = 'trained' THEN 'trained' ELSE 'baseline' END AS kind,
+            """SELECT m.run, r.name,
+                      CASE WHEN r.kind IN ('random_init', 'pixels') THEN 'baseline' ELSE r.kind END AS kind,
                       r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, {depth},
                       m.l2, m.value
                FROM measurements m JOIN runs r ON r.key = m.run ORDER BY r.rowid, m.metric, m.task, m.shots,

@@ -3,6 +3,10 @@
 Each entry is written atomically (temp file, then os.replace) with its sha256 in a `.sha256` file beside
 it. A load recomputes the hash; an entry that is missing, truncated, corrupted or unreadable is rebuilt,
 never trusted.
+
+Only image datasets are stored. Text inputs are object arrays of str, which npz can hold only as pickles
+(and entries are read with allow_pickle=False); a text dataset handed to `cached` is returned as built and
+nothing is written. Text builders are registered with cache=False so they do not reach here at all.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ def cached(cache_dir: str | os.PathLike | None, name: str, options: dict, versio
     dataset = _read(path)
     if dataset is None:
         dataset = build()
-        _write(path, dataset)
+        if dataset.modality == "image":
+            _write(path, dataset)
     return dataset
 
 

@@ -4,11 +4,12 @@ A builder is a function whose keyword arguments, all with defaults and `seed` am
 dataset's options; it returns a `Dataset`. `load_dataset(name, cache_dir=..., **options)` checks the
 options, fills in defaults and, given a cache_dir, caches the result there keyed by (name, options,
 DATA_VERSION). A builder that takes a `cache_dir` argument itself manages its caching (the two fractal
-sets share one generation that way) and is handed cache_dir instead.
+sets share one generation that way) and is handed cache_dir instead. A builder registered with
+`cache=False` (the text sets: strings have no safe, compact npz form, and reading them is quick) is
+always built, and cache_dir is ignored for it.
 """
 from __future__ import annotations
 
-import fnmatch
 import inspect
 import numbers
 import os
@@ -18,7 +19,8 @@ from typing import Any
 
 from transferscale.data.cache import cached
 from transferscale.data.dataset import Dataset
-from transferscale.errors import TransferscaleError, did_you_mean, unknown
+from transferscale.errors import TransferscaleError, did_you_mean
+from transferscale.registry import Registry
 
 # Bump when any builder's output changes for the same options: old cache entries then stop matching.
 DATA_VERSION = "data-1"
@@ -34,38 +36,51 @@ class DatasetEntry:
     options: dict[str, Any]  # option -> default; seed included, cache_dir not
     nullable: frozenset[str]  # options annotated `... | None`: None is a valid value
     caches_itself: bool
+    cacheable: bool = True  # False: load_dataset never stores or reads this dataset in a cache_dir
+    modality: str | Callable[[dict], str] = "image"  # or a function of the options that says
 
 
-_REGISTRY: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset", DatasetEntry)
 
 
-def register_dataset(name: str, description: str | None = None) -> Callable[[Builder], Builder]:
-    """Decorator: register `builder` under `name`; the description defaults to its docstring's first line."""
+def register_dataset(name: str, description: str | None = None, *, cache: bool = True,
+                     modality: str | Callable[[dict], str] = "image") -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` under `name`; the description defaults to its docstring's first line.
+
+    cache=False keeps load_dataset from caching the dataset on disk (for text, or anything cheap to read).
+    modality: "image" or "text", or a function of the options (as the spec gives them) that returns one, so
+    a study's plan knows which models can read the task without loading it.
+    """
 
     def decorate(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is already registered")
         params = inspect.signature(builder).parameters
         options = {p.name: p.default for p in params.values() if p.name != "cache_dir"}
         if "seed" not in options or any(d is inspect.Parameter.empty for d in options.values()):
             raise TypeError(f"builder of {name!r}: every option needs a default, and seed must be one")
         text = description or (builder.__doc__ or name).strip().splitlines()[0]
         nullable = frozenset(o for o in options if "None" in str(params[o].annotation))
-        _REGISTRY[name] = DatasetEntry(name, builder, text, options, nullable, "cache_dir" in params)
+        if not cache and "cache_dir" in params:
+            raise TypeError(f"builder of {name!r}: cache=False and a cache_dir argument contradict each other")
+        DATASETS.register(name, DatasetEntry(name, builder, text, options, nullable, "cache_dir" in params,
+                                             cache, modality))
         return builder
 
     return decorate
 
 
+def dataset_modality(name: str, options: dict | None = None) -> str:
+    """The modality ("image" or "text") of dataset `name` built with `options`, without building it."""
+    declared = _entry(name).modality
+    return declared({**_entry(name).options, **(options or {})}) if callable(declared) else declared
+
+
 def list_datasets(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style pattern, sorted: list_datasets('*_shifted')."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+    return DATASETS.list(pattern)
 
 
 def _entry(name: str) -> DatasetEntry:
-    if name not in _REGISTRY:
-        raise unknown("dataset", name, list_datasets())
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def dataset_options(name: str) -> dict[str, Any]:
@@ -98,6 +113,8 @@ def load_dataset(name: str, cache_dir: str | os.PathLike | None = None, **option
         raise TransferscaleError(f"dataset {name!r}: seed={resolved['seed']}; seeds are integers >= 0")
     if entry.caches_itself:
         return entry.builder(**resolved, cache_dir=cache_dir)
+    if not entry.cacheable:
+        return entry.builder(**resolved)
     return cached(cache_dir, name, resolved, DATA_VERSION, lambda: entry.builder(**resolved))
 
 

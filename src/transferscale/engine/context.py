@@ -1,0 +1,95 @@
+"""What a job needs besides its run: the study's plan, data, feature cache and a place to report progress.
+
+A `JobContext` is built from plain, picklable values (spec, study directory, cache directory), so an executor
+can make one in another process; the progress hooks are local and silent by default.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transferscale.plan import Plan, Run, Task, make_plan
+from transferscale.spec import StudySpec
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("TRANSFERSCALE_CACHE", Path.home() / ".cache" / "transferscale"))
+
+
+class JobProgress:
+    """What a job reports while it works; the CLI draws it, tests and remote workers stay silent."""
+
+    def phase(self, text: str) -> None: ...
+    def train_step(self, step: int, steps: int, loss: float) -> None: ...
+    def note(self, text: str) -> None: ...
+
+
+class JobContext:
+    def __init__(self, spec: StudySpec, study_dir: str | Path, cache_dir: str | Path | None = None, *,
+                 progress: JobProgress | None = None, plan: Plan | None = None):
+        self.spec = spec
+        self.dir = Path(study_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.plan = plan or make_plan(spec)
+        self.progress = progress or JobProgress()
+        self.notes: list[str] = []
+        self._data: dict[str, object] = {}
+        self._ids: dict[str, str] = {}
+
+    def __getstate__(self):  # datasets and progress hooks stay behind; a worker loads its own
+        return {"spec": self.spec, "dir": self.dir, "cache_dir": self.cache_dir}
+
+    def __setstate__(self, state):
+        self.__init__(state["spec"], state["dir"], state["cache_dir"])
+
+    # ---- progress -------------------------------------------------------------------------------------
+    def phase(self, text: str) -> None:
+        self.progress.phase(text)
+
+    def train_step(self, step: int, steps: int, loss: float) -> None:
+        self.progress.train_step(step, steps, loss)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.progress.note(text)
+
+    # ---- data -----------------------------------------------------------------------------------------
+    def load(self, name: str, options: dict):
+        from transferscale.data import load_dataset
+
+        key = repr((name, sorted(options.items())))
+        if key not in self._data:
+            self.phase(f"loading {name}")
+            self._data[key] = load_dataset(name, cache_dir=str(self.cache_dir / "data"), **options)
+        return self._data[key]
+
+    def dataset(self, task: Task):
+        return self.load(task.name, task.options)
+
+    def upstream(self):
+        return self.load(self.spec.upstream.dataset, dict(self.spec.upstream.options))
+
+    def checkpoint_path(self, run: Run) -> Path:
+        return self.dir / "checkpoints" / f"{run.key}.pt"
+
+    # ---- features -------------------------------------------------------------------------------------
+    def identity(self, run: Run, backbone) -> str:
+        """What a run's features depend on: the checkpoint's content for a trained run, the source's identity
+        for a pretrained one, else the run's config (random init and pixels are fixed by it)."""
+        from transferscale.features import checkpoint_identity
+
+        if run.key not in self._ids:
+            if run.kind == "trained":
+                self._ids[run.key] = checkpoint_identity(self.checkpoint_path(run))
+            elif run.kind == "pretrained":
+                self._ids[run.key] = backbone.source_identity
+            else:
+                self._ids[run.key] = f"{run.kind}:{run.key}"
+        return self._ids[run.key]
+
+    def features(self, run: Run, backbone, task: Task, split: str, x) -> dict:
+        """Every layer's features of one split, from the study's feature cache or one forward pass."""
+        from transferscale.features import FeatureCache, feature_key
+
+        key = feature_key(self.identity(run, backbone), task.name, task.options, split)
+        return FeatureCache(self.dir / "features").get_or_compute(key, lambda: backbone.layers(x))

@@ -1,0 +1,164 @@
+"""The scheduler: work out what a study still owes, hand it to an executor as jobs, commit what comes back.
+
+A run is done when its row says so and every evaluation it owes is recorded. The runner is the only writer
+of the store: it marks a job's run as running when the job starts, and commits everything the job measured
+in one transaction when its result arrives (or records the failure), so a study interrupted at any moment
+resumes from the store (finished runs) and the run's checkpoint (a run that was mid-training). A run that
+raises is recorded as failed with its reason and the study goes on; Ctrl-C stops the study and leaves the run
+marked 'running', which `status` shows as interrupted and the next `run` finishes.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transferscale.engine.context import JobContext, JobProgress, default_cache_dir
+from transferscale.engine.executors import EXECUTORS
+from transferscale.engine.job import Job, JobFailure, JobResult
+from transferscale.errors import TransferscaleError
+from transferscale.plan import Plan, Run, make_plan
+from transferscale.spec import StudySpec
+from transferscale.store import Store
+
+__all__ = ["Progress", "StudyResult", "StudyRunner", "default_cache_dir", "run_study", "versions"]
+
+
+def versions() -> dict:
+    import numpy
+    import timm
+    import torch
+
+    import transferscale
+
+    return {"transferscale": transferscale.__version__, "torch": torch.__version__, "timm": timm.__version__,
+            "numpy": numpy.__version__, "python": platform.python_version()}
+
+
+class Progress(JobProgress):
+    """What the runner reports; the CLI draws it with rich, tests stay silent."""
+
+    def start(self, plan: Plan, todo: list[Run], total_work: int) -> None: ...
+    def start_run(self, run: Run, index: int, count: int) -> None: ...
+    def advance(self, work: int) -> None: ...
+    def end_run(self, run: Run, status: str, seconds: float, note: str = "") -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+class StudyRunner:
+    def __init__(self, spec: StudySpec, spec_text: str, study_dir: Path, *, progress: Progress | None = None,
+                 cache_dir: Path | None = None, retry_failed: bool = False, executor: str | None = None):
+        self.spec, self.spec_text, self.dir = spec, spec_text, Path(study_dir)
+        self.plan = make_plan(spec)
+        self.progress = progress or Progress()
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.retry_failed = retry_failed
+        self.executor_name = executor or spec.executor
+        EXECUTORS.get(self.executor_name)  # an unknown name fails before any work
+
+    def pending(self, store: Store) -> list[Job]:
+        """A job per run that is not done, or done but owing evaluations the spec added since."""
+        status, done_evals = store.run_status(), store.done_evaluations()
+        jobs = []
+        for run in self.plan.runs:
+            if status.get(run.key) == "failed" and not self.retry_failed:
+                continue
+            owed = self.plan.evaluations(run)
+            if status.get(run.key) == "done":  # a finished run owes only what the spec added since
+                owed = [e for e in owed if e.key not in done_evals]
+                if not owed:
+                    continue
+            jobs.append(Job(run, tuple(owed)))
+        return jobs
+
+    def check(self, ctx: JobContext) -> None:
+        """Each protocol's look at the data, before any training."""
+        for proto in self.plan.protocols.values():
+            proto.check(self.plan, ctx.dataset)
+
+    def _lock(self):
+        """Hold the study directory for this process; the OS releases it when the process ends, however."""
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.dir / ".lock", "a+")  # noqa: SIM115 -- held open for the study's whole run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
+            handle.close()
+            raise TransferscaleError(
+                f"another `transferscale run` (pid {owner}) is working on {self.dir}; wait for it to finish or "
+                "stop it, then run again (finished work is kept)"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        return handle
+
+    def _commit(self, store: Store, job: Job, result: JobResult) -> None:
+        stale = {(e.task, metric) for e in result.evaluations
+                 for metric in self.plan.protocols[e.protocol].stale_metrics()}
+        store.commit_run(result.run_key, result.rows, list(result.evaluations), stale=sorted(stale),
+                         params=result.params, train_seconds=result.train_seconds,
+                         eval_seconds=result.eval_seconds)
+
+    def run(self) -> StudyResult:
+        t_start = time.perf_counter()
+        result = StudyResult(self.dir)
+        with self._lock(), Store(self.dir) as store:
+            store.set_meta(name=self.spec.name, spec=self.spec_text, spec_json=self.spec.model_dump_json())
+            if "created" not in store.meta():
+                store.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            jobs = self.pending(store)
+            result.skipped = len(self.plan.runs) - len(jobs)
+            work = {job.run.key: self.plan.work(job.run, list(job.evaluations)) for job in jobs}
+            self.progress.start(self.plan, [job.run for job in jobs], sum(work.values()))
+            if jobs:
+                ctx = JobContext(self.spec, self.dir, self.cache_dir, progress=self.progress, plan=self.plan)
+                self.check(ctx)
+                run_versions = versions()
+                executor = EXECUTORS.get(self.executor_name)()
+                started: dict[str, float] = {}
+
+                def on_start(job: Job) -> None:
+                    store.mark_running(job.run, run_versions)
+                    self.progress.start_run(job.run, len(started), len(jobs))
+                    started[job.run.key] = time.perf_counter()
+
+                try:
+                    for job, outcome in executor.run(jobs, ctx, on_start):
+                        seconds = time.perf_counter() - started.get(job.run.key, time.perf_counter())
+                        if isinstance(outcome, JobFailure):
+                            store.mark_failed(job.run.key, outcome.reason + "\n" + outcome.detail)
+                            result.failed[job.run.name] = outcome.reason
+                            self.progress.end_run(job.run, "failed", seconds, outcome.reason)
+                        else:
+                            self._commit(store, job, outcome)
+                            result.done.append(job.run.name)
+                            result.notes += outcome.notes
+                            self.progress.end_run(job.run, "done", seconds)
+                        self.progress.advance(work[job.run.key])
+                finally:
+                    executor.close()
+        self.progress.finish()
+        result.seconds = time.perf_counter() - t_start
+        return result
+
+
+def run_study(spec: StudySpec, spec_text: str, study_dir: Path | None = None, **kwargs) -> StudyResult:
+    """Run (or resume) a study; returns which runs finished and which failed."""
+    return StudyRunner(spec, spec_text, Path(study_dir) if study_dir else spec.study_dir(), **kwargs).run()
