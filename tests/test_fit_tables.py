@@ -7,7 +7,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from transferscale.analysis import correlations, simulate_frontier, study_points
+from transferscale.analysis import (
+    correlations,
+    finetune_points,
+    load_fit_table,
+    relative_depth,
+    simulate_frontier,
+    study_points,
+)
 from transferscale.analysis.tables import read_csv_table, to_fraction
 from transferscale.cli_fit import fit_command
 from transferscale.errors import TransferscaleError
@@ -42,6 +49,60 @@ def test_study_points_one_row_per_run_task_shots_layer():
 def test_study_points_says_what_format_it_needs():
     with pytest.raises(TransferscaleError, match="read_results"):
         study_points(pd.DataFrame({"run": ["a"]}))
+
+
+def _with_finetune():
+    """results_frame plus a 25-shot probe, fine-tuning rows (two seeds for r2, one for r1), a random-init run."""
+    rows = [dict(run="r2", name="vit-r2", kind="trained", family="vit", metric="fewshot_accuracy", task="digits",
+                 shots=25, seed=s, layer=layer, value=v) for s, v in ((0, 0.74), (1, 0.76)) for layer in (-1, 2)]
+    rows += [dict(run="r2", name="vit-r2", kind="trained", family="vit", metric="finetune_accuracy", task="digits",
+                  shots=np.nan, seed=s, layer=np.nan, value=v) for s, v in ((0, 0.9), (1, 0.92))]
+    rows += [dict(run="r1", name="vit-r1", kind="trained", family="vit", metric="finetune_accuracy", task="digits",
+                  shots=np.nan, seed=0, layer=np.nan, value=0.8)]
+    rows += [dict(run="rnd", name="vit-random", kind="baseline", run_kind="random_init", family="vit",
+                  metric=m, task=t, shots=sh, seed=0, layer=ly, value=v)
+             for m, t, sh, ly, v in (("upstream_accuracy", "fractals", np.nan, np.nan, 0.01),
+                                     ("fewshot_accuracy", "digits", 25, -1, 0.3),
+                                     ("finetune_accuracy", "digits", np.nan, np.nan, 0.6))]
+    return pd.concat([results_frame(), pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_finetune_points_join_us_and_the_largest_shot_final_layer_probe():
+    ft = finetune_points(_with_finetune()).set_index("run")
+    assert list(ft.index) == ["r2", "r1", "rnd"] and set(ft["task"]) == {"digits"}
+    r2 = ft.loc["r2"]
+    assert r2.ft_acc == pytest.approx(0.91) and r2.n_seeds == 2 and r2.us_acc == 0.8 and r2.upstream == "fractals"
+    assert r2.fewshot_shots == 25 and r2.fewshot_acc == pytest.approx(0.75)  # layer -1 at 25 shots, seed mean
+    r1 = ft.loc["r1"]  # probed at 10 shots only: no value at the task's largest shot count
+    assert r1.ft_acc == 0.8 and r1.n_seeds == 1 and r1.fewshot_shots == 25 and np.isnan(r1.fewshot_acc)
+    rnd = ft.loc["rnd"]  # baselines stay, labelled, for the caller to draw as references
+    assert rnd.kind == "baseline" and rnd.run_kind == "random_init" and rnd.ft_acc == 0.6 and rnd.fewshot_acc == 0.3
+
+
+def test_finetune_points_empty_without_fine_tuning_rows():
+    ft = finetune_points(results_frame())
+    assert ft.empty and {"run", "task", "ft_acc", "us_acc", "fewshot_acc"} <= set(ft.columns)
+
+
+def test_relative_depth_is_i_plus_one_over_L_and_one_for_the_final_layer():
+    assert [relative_depth(i, 4) for i in (0, 1, 2, 3, -1)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    with pytest.raises(TransferscaleError):
+        relative_depth(4, 4)
+
+
+def test_load_fit_table_melts_joins_and_reads_percent(tmp_path):
+    pd.DataFrame({"model": ["a", "b", "c"], "top1": [70.0, 80.0, None]}).to_csv(tmp_path / "u.csv", index=False)
+    pd.DataFrame({"model": ["a", "b", "c"], "top1": [50.0, 60.0, 65.0], "top5": [80.0, 90.0, 95.0]}).to_csv(
+        tmp_path / "d.csv", index=False)
+    table, by, notes, out = load_fit_table(csv=tmp_path / "u.csv", us="top1", ds=["top1", "top5"],
+                                           join=tmp_path / "d.csv", on=["model"])
+    assert by == ["ds"] and out.name == "saturation_fits.csv"
+    assert sorted(table["ds"].unique()) == ["top1", "top5"] and len(table) == 4  # model c has no US value
+    assert table.loc[table["ds"] == "top1", "ds_acc"].tolist() == [0.5, 0.6]  # the joined file's top1
+    assert table.loc[table["ds"] == "top1", "us_acc"].tolist() == [0.7, 0.8]
+    assert any("dropped 2 rows" in n for n in notes) and any("percent" in n for n in notes)
+    with pytest.raises(TransferscaleError, match="either STUDY_DIR or --csv"):
+        load_fit_table()
 
 
 def test_join_needs_unique_keys(tmp_path):

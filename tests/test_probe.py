@@ -5,10 +5,13 @@ from threadpoolctl import threadpool_limits
 
 from transferscale.errors import TransferscaleError
 from transferscale.probe import (
+    DegenerateFeatures,
+    feature_problem,
     fewshot_indices,
     fewshot_probe,
     logistic_probe,
     ridge_probe,
+    ridge_scores,
     select_on_validation,
     validation_indices,
 )
@@ -16,17 +19,18 @@ from transferscale.probe import (
 
 @pytest.fixture(autouse=True)
 def one_blas_thread():
-    """Small solves on two BLAS threads can run 30x slower beside a busy process (MEASURED.md), as the runner knows."""
+    """One BLAS thread, as the runner probes: these small solves gain nothing from a second thread, and on a
+    shared two-core machine threads that wait for a busy core make their time erratic."""
     with threadpool_limits(1):
         yield
 
 
-def _reference_accuracy(x_train, y_train, x_test, y_test, l2):
+def _reference_accuracy(x_train, y_train, x_test, y_test, l2, bias=1.0):
     """Ridge by lstsq on the augmented system [X; sqrt(l2) I] W = [Y; 0], with no eigendecomposition."""
     mean, std = x_train.mean(0), x_train.std(0)
     std[std < 1e-12] = 1.0
-    xtr = np.hstack([(x_train - mean) / std, np.ones((len(x_train), 1))])
-    xte = np.hstack([(x_test - mean) / std, np.ones((len(x_test), 1))])
+    xtr = np.hstack([(x_train - mean) / std, np.full((len(x_train), 1), bias)])
+    xte = np.hstack([(x_test - mean) / std, np.full((len(x_test), 1), bias)])
     classes = np.unique(y_train)
     y = 2.0 * (y_train[:, None] == classes[None]) - 1.0
     d = xtr.shape[1]
@@ -114,17 +118,18 @@ def _awkward(x):
     return out
 
 
+@pytest.mark.parametrize("bias", [1.0, 100.0])  # ours, and big_vision's constant column
 @pytest.mark.parametrize("d", [12, 60, 300])  # the sweep scores some probes through their basis, some not
-def test_fewshot_probe_matches_reference_on_every_row(d):
+def test_fewshot_probe_matches_reference_on_every_row(d, bias):
     x_train, y_train = _blobs(30, 5, d, seed=11)
     x_test, y_test = _blobs(40, 5, d, seed=12)
     x_train, x_test = _awkward(x_train), _awkward(x_test)
     grid = (1e-3, 1.0, 2.0**10)
-    df = fewshot_probe(x_train, y_train, x_test, y_test, shots=(1, 3, 10, 25), seeds=(0, 1), l2=grid)
+    df = fewshot_probe(x_train, y_train, x_test, y_test, shots=(1, 3, 10, 25), seeds=(0, 1), l2=grid, bias=bias)
     assert len(df) == 4 * 2 * 3
     for r in df.itertuples():
         idx = fewshot_indices(y_train, r.shots, r.seed)
-        ref = _reference_accuracy(x_train[idx], y_train[idx], x_test, y_test, r.l2)
+        ref = _reference_accuracy(x_train[idx], y_train[idx], x_test, y_test, r.l2, bias)
         assert r.accuracy == pytest.approx(ref, abs=1.01 / len(y_test)), r  # float32 scoring: one example at most
 
 
@@ -235,3 +240,105 @@ def test_bad_method_and_l2_raise_our_error():
         fewshot_probe(x, y, x, y, shots=(1,), method="lasso")
     with pytest.raises(TransferscaleError, match="l2 values must be > 0"):
         fewshot_probe(x, y, x, y, shots=(1,), l2=(0.0,))
+
+
+# ---- the bias column ---------------------------------------------------------------------------------------
+
+
+def _centred_ridge_scores(x_train, y_train, x_test, l2, shrink):
+    """Closed form with a separate intercept: centred, scaled features Z; W = (Z'Z + l2 I)^-1 Z'Y; the intercept
+    is shrink * mean(Y) (shrink = 1: unpenalised). Scores on the test features, standardised the same way."""
+    mean, std = x_train.mean(0), x_train.std(0)
+    z = (x_train - mean) / std
+    classes = np.unique(y_train)
+    y = 2.0 * (y_train[:, None] == classes[None]) - 1.0
+    w = np.linalg.solve(z.T @ z + l2 * np.eye(z.shape[1]), z.T @ y)
+    return ((x_test - mean) / std) @ w + shrink * y.mean(0)
+
+
+def _unbalanced(seed):
+    x, y = _blobs(12, 3, 15, seed=seed)
+    keep = np.r_[0:12, 12:16, 24:26]  # 12, 4 and 2 examples: the intercept differs by class
+    return x[keep], y[keep]
+
+
+@pytest.mark.parametrize("l2", [1.0, 1024.0])
+def test_a_huge_bias_leaves_the_intercept_unpenalised(l2):
+    x_train, y_train = _unbalanced(22)
+    x_test, _ = _blobs(30, 3, 15, seed=23)
+    scores = ridge_scores(x_train, y_train, x_test, [l2], bias=1e4)[0][0]
+    np.testing.assert_allclose(scores, _centred_ridge_scores(x_train, y_train, x_test, l2, 1.0), atol=2e-4)
+    # a bias c penalises the intercept with l2 / c^2: with c = 1 it is shrunk by n / (n + l2)
+    n = len(y_train)
+    scores = ridge_scores(x_train, y_train, x_test, [l2])[0][0]
+    np.testing.assert_allclose(scores, _centred_ridge_scores(x_train, y_train, x_test, l2, n / (n + l2)), atol=2e-4)
+
+
+def test_bias_changes_predictions_only_when_classes_are_unbalanced():
+    x_train, y_train = _unbalanced(24)
+    x_test, y_test = _blobs(200, 3, 15, seed=25)
+    # a strong l2 leaves mostly the intercept: unpenalised, it favours the common class; penalised, it does not
+    assert ridge_probe(x_train, y_train, x_test, y_test, 2.0**16, bias=1e3)[0] != pytest.approx(
+        ridge_probe(x_train, y_train, x_test, y_test, 2.0**16, bias=1.0)[0], abs=0.02)
+    x_train, y_train = _blobs(10, 3, 15, seed=26)  # balanced: every class gets the same intercept
+    for lam in (1.0, 2.0**10, 2.0**16):
+        assert ridge_probe(x_train, y_train, x_test, y_test, lam, bias=100.0) == pytest.approx(
+            ridge_probe(x_train, y_train, x_test, y_test, lam, bias=1.0), abs=1.01 / len(y_test))
+
+
+def test_bias_must_be_positive():
+    x, y = _blobs(5, 2, 4, seed=27)
+    with pytest.raises(TransferscaleError, match="bias"):
+        fewshot_probe(x, y, x, y, shots=(1,), bias=0.0)
+
+
+# ---- degenerate features -----------------------------------------------------------------------------------
+
+
+def test_constant_nan_and_near_constant_features_are_named():
+    rng = np.random.default_rng(28)
+    row = rng.normal(size=16)
+    constant = np.tile(row, (40, 1))
+    assert "constant" in feature_problem(constant)
+    assert "constant" in feature_problem(np.zeros((40, 16)))
+    near = constant + 1e-12 * rng.normal(size=constant.shape)  # equal up to round-off
+    assert "constant" in feature_problem(near)
+    with_nan = rng.normal(size=(40, 16))
+    with_nan[3, 5] = np.nan
+    assert "1 NaN" in feature_problem(with_nan)
+    with_inf = rng.normal(size=(40, 16)).astype(np.float32)
+    with_inf[0, 0] = -np.inf
+    assert "1 infinite" in feature_problem(with_inf)
+
+
+def test_collapsed_features_are_named():
+    x = np.random.default_rng(29).normal(size=(100, 8))
+    x[:60] = x[0] + 1e-12  # 60% of the examples on one vector, as a random ResNet's final features of a
+    assert "60 of 100" in feature_problem(x)  # digit task, whose blank top-left corner is all they see
+    x[:50] = np.random.default_rng(30).normal(size=(50, 8))
+    assert feature_problem(x) is None  # 10 alike is nothing unusual
+
+
+def test_normal_features_pass():
+    x, _ = _blobs(20, 5, 30, seed=31)
+    assert feature_problem(x) is None
+    assert feature_problem(_awkward(x)) is None  # large offsets, scales from 1e-3 to 1e3, a constant column
+    relu = np.maximum(x, 0)
+    relu[:, :10] = 0.0  # dead units: constant columns beside live ones
+    assert feature_problem(relu) is None
+    assert feature_problem(x[:1]) is None  # one example: nothing to compare
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+def test_fewshot_probe_refuses_degenerate_features(which):
+    x_train, y_train = _blobs(10, 3, 8, seed=32)
+    x_test, y_test = _blobs(20, 3, 8, seed=33)
+    if which == "train":
+        x_train = np.full_like(x_train, 0.5)
+    else:
+        x_test[7, 2] = np.nan
+    with pytest.raises(DegenerateFeatures) as err:
+        fewshot_probe(x_train, y_train, x_test, y_test, shots=(1, 5), seeds=(0,))
+    assert isinstance(err.value, TransferscaleError)
+    expected = "the training pool: constant" if which == "train" else "the test split: non-finite"
+    assert err.value.reason.startswith(expected)

@@ -6,7 +6,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +23,10 @@ CHROMIUM = Path("/usr/bin/chromium")
 TIMM = Path(__file__).resolve().parents[2] / "shared" / "data" / "external" / "timm"
 TASKS = {"near": (0.92, 0.5, 2.0), "middle": (0.8, 0.6, 1.6), "far": (0.6, 0.35, 1.3)}  # 1 - e_IR, k, alpha
 SHOTS = (1, 5, 10)
+# fine-tuned accuracy per (run, task) and seed, in the fixture with `finetune=True`
+FINETUNE = {("resnet-m-d1-s300", "near"): (0.902, 0.904), ("vit-m-d1-s300", "near"): (0.861, 0.881),
+            ("vit-s-random", "near"): (0.612, 0.632), ("resnet-m-d1-s300", "far"): (0.655, 0.659),
+            ("vit-m-d1-s300", "far"): (0.701, 0.711), ("vit-s-random", "far"): (0.48, 0.5)}
 
 
 def _law(task, us, shots):
@@ -31,10 +34,10 @@ def _law(task, us, shots):
     return sat - 0.12 / shots - k * (1 - us) ** alpha
 
 
-def write_study(study_dir: Path, layers: bool = True) -> Path:
+def write_study(study_dir: Path, layers: bool = True, finetune: bool = False) -> Path:
     """A finished study in the store's format: ViT and ResNet at two sizes and two budgets, raw pixels and
-    random-init baselines, three tasks (near to far), three shot counts, two seeds, and layer-wise probes
-    (layers 0..3 plus the final layer -1) when `layers`."""
+    random-init baselines, three tasks (near to far), three shot counts, two seeds, layer-wise probes
+    (layers 0..3 plus the final layer -1) when `layers`, and the FINETUNE rows (two seeds) when `finetune`."""
     rng = np.random.default_rng(0)
     with Store(study_dir) as store:
         store.set_meta(name="fixture", spec='name = "fixture"\n', created="2026-01-02T03:04:05+0000",
@@ -66,6 +69,8 @@ def write_study(study_dir: Path, layers: bool = True) -> Path:
                             shape = depth if task == "near" else 1 - 3 * (depth - 0.5) ** 2  # far: peaks midway
                             rows.append(Measurement("fewshot_accuracy", task, acc - 0.15 * (1 - shape), shots,
                                                     seed, layer, 1024.0, depth=depth))
+                for seed, acc in enumerate(FINETUNE.get((name, task), ()) if finetune else ()):
+                    rows.append(Measurement("finetune_accuracy", task, acc, seed=seed))
             store.commit_run(run.key, rows, {}, params=1000, train_seconds=1.0, eval_seconds=1.0)
     return study_dir
 
@@ -88,12 +93,12 @@ def _images(html: str) -> list[np.ndarray]:
 
 
 def test_every_section_is_on_the_page(page):
-    for anchor in ("frontier", "summary", "shots", "axes", "correlations", "layers", "reproduce"):
+    for anchor in ("frontier", "summary", "shots", "axes", "correlations", "layers", "finetune", "reproduce"):
         assert f'<section id="{anchor}">' in page and f'href="#{anchor}"' in page
     assert "fixture" in page and "2026-01-02" in page and "transferscale report STUDY" in page
     assert "20 bootstrap resamples" in page or "20-resample" in page
     images = _images(page)
-    assert len(images) == 5  # frontier, shots, axes, correlations, layers
+    assert len(images) == 5  # frontier, shots, axes, correlations, layers; no fine-tuning in this study
     for img in images:
         assert img.shape[0] > 200 and img.shape[1] > 500 and img[..., :3].std() > 0.05  # drawn, not blank
 
@@ -124,9 +129,57 @@ def test_layers_use_relative_depth(study, tmp_path):
     assert (data.points.groupby(["model", "task", "shots"]).size() == 1).all()  # the final layer only
     copy = tmp_path / "no-depth"
     shutil.copytree(study, copy, ignore=shutil.ignore_patterns("report"))
-    with sqlite3.connect(copy / "results.sqlite") as conn:  # a table without depths: layer / deepest layer
+    with sqlite3.connect(copy / "results.sqlite") as conn:  # depths recorded apart from the layer rule ...
+        conn.execute("UPDATE measurements SET depth = 0.1 * (layer + 1) WHERE layer >= 0")
+    assert sorted(load_study(copy).layers["depth"].unique()) == pytest.approx([0.1, 0.2, 0.3, 0.4])  # ... are used
+    with sqlite3.connect(copy / "results.sqlite") as conn:  # no depths (-1 is NA): the engine's rule (i + 1) / L
         conn.execute("UPDATE measurements SET depth = -1 WHERE layer >= 0")
-    assert sorted(load_study(copy).layers["depth"].unique()) == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert sorted(load_study(copy).layers["depth"].unique()) == pytest.approx([0.25, 0.5, 0.75, 1])
+
+
+def test_a_study_without_fine_tuning_says_how_to_turn_it_on(page):
+    section = re.search(r'<section id="finetune">(.*?)</section>', page, re.DOTALL).group(1)
+    assert "No fine-tuning results" in section and "<code>[finetune]</code>" in section
+    assert "<img" not in section and "<table" not in section
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    study = write_study(tmp_path_factory.mktemp("report-ft") / "study", layers=False, finetune=True)
+    return study, render(load_study(study), n_bootstrap=0)
+
+
+def _table_rows(html: str, cls: str) -> list[list[str]]:
+    table = re.search(rf'<table class="{cls}">(.*?)</table>', html, re.DOTALL).group(1)
+    return [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table.split("<tbody>")[1], re.DOTALL)]
+
+
+def test_fine_tuning_section_lists_each_runs_accuracies(finetuned):
+    study, html = finetuned
+    section = re.search(r'<section id="finetune">(.*?)</section>', html, re.DOTALL).group(1)
+    assert len(_images(section)) == 1  # the figure
+    assert "baseline" in section and "y = x" in section
+    rows = _table_rows(section, "finetune")
+    assert len(rows) == len(FINETUNE)
+    from transferscale.store import read_results
+
+    res = read_results(study)
+    few = res[(res.metric == "fewshot_accuracy") & (res.layer == -1) & (res.shots == max(SHOTS))]
+    us = res[res.metric == "upstream_accuracy"].set_index("name")["value"]
+    for task, model, _family, kind, us_cell, few_cell, ft_cell, gain, seeds in rows:
+        ft = np.mean(FINETUNE[(model, task)])
+        fs = few[(few.name == model) & (few.task == task)]["value"].mean()
+        assert float(ft_cell) == pytest.approx(ft, abs=5e-4) and seeds == "2"
+        assert few_cell == f"{fs:.3f} ({max(SHOTS)}-shot)" and float(gain) == pytest.approx(ft - fs, abs=1e-3)
+        if "random" in model:
+            assert kind == "baseline (random_init)" and us_cell == "-"  # a reference, not a point on the US axis
+        else:
+            assert kind == "trained" and float(us_cell) == pytest.approx(us[model], abs=5e-4)
+    # per task in the spec's order (near before far), trained runs by fine-tuned accuracy, then the baseline
+    assert [(r[0], r[1]) for r in rows] == [
+        ("near", "resnet-m-d1-s300"), ("near", "vit-m-d1-s300"), ("near", "vit-s-random"),
+        ("far", "vit-m-d1-s300"), ("far", "resnet-m-d1-s300"), ("far", "vit-s-random")]
 
 
 def test_report_command_writes_the_page_and_prints_its_path(study):
@@ -160,12 +213,6 @@ def test_report_needs_a_study_or_a_table(tmp_path):
     app.command()(report_command)
     result = CliRunner().invoke(app, [str(tmp_path / "nowhere")])
     assert result.exit_code != 0 and "no results store" in result.output
-
-
-def test_the_report_layer_does_not_import_torch():
-    code = ("import sys; from transferscale.report import render, load_study; import transferscale.cli_report; "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def screenshot(page: Path, png: Path, profile: Path, size=(1280, 2400)) -> tuple[Path, list[str]]:

@@ -15,6 +15,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from transferscale.cli_fit import fit_command  # noqa: E402
+from transferscale.cli_probe import probe_command  # noqa: E402
 from transferscale.cli_report import report_command  # noqa: E402
 from transferscale.errors import TransferscaleError  # noqa: E402
 
@@ -56,6 +57,8 @@ def run(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run again the runs that failed before.")] = False,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where generated datasets are cached.")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where jobs run (default: the spec's `executor`, "
+                                                    "local).")] = None,
 ) -> None:
     """Run a study, or resume it: finished runs are never redone."""
     from transferscale.progress import RichProgress
@@ -68,7 +71,7 @@ def run(
         console.print(f"[bold]study[/] {study.name}  ->  {study_dir}")
         with RichProgress(console) as progress:
             result = run_study(study, text, study_dir, progress=progress, cache_dir=cache_dir,
-                               retry_failed=retry_failed)
+                               retry_failed=retry_failed, executor=executor)
     except TransferscaleError as err:
         _fail(err)
     except KeyboardInterrupt:
@@ -140,9 +143,7 @@ def results(
         console.print(f"wrote {len(df)} rows to {output}")
 
 
+app.command("probe")(probe_command)
 app.command("fit")(fit_command)
 app.command("report")(report_command)
 
-
-def main() -> None:
-    app()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -10,31 +9,29 @@ from rich.table import Table
 
 from transferscale.errors import TransferscaleError
 
-_STUDY_GROUPS = ["upstream", "task", "shots", "layer"]
-
 
 def fit_command(
-    study_dir: Optional[Path] = typer.Argument(None, help="A study directory (holds results.sqlite); "
+    study_dir: Path | None = typer.Argument(None, help="A study directory (holds results.sqlite); "
                                                "fits every (upstream, task, shots, layer) group."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Fit a results table instead of a study."),
-    us: Optional[str] = typer.Option(None, "--us", help="Column of upstream accuracy (in the --csv file)."),
-    ds: Optional[List[str]] = typer.Option(None, "--ds", help="Column of downstream accuracy; repeat for "
+    csv: Path | None = typer.Option(None, "--csv", help="Fit a results table instead of a study."),
+    us: str | None = typer.Option(None, "--us", help="Column of upstream accuracy (in the --csv file)."),
+    ds: list[str] | None = typer.Option(None, "--ds", help="Column of downstream accuracy; repeat for "
                                            "several (in the --join file when there is one)."),
-    by: Optional[List[str]] = typer.Option(None, "--by", help="Fit one law per value of this column; "
+    by: list[str] | None = typer.Option(None, "--by", help="Fit one law per value of this column; "
                                            "repeat for several."),
     points: str = typer.Option("upper_hull", "--points", help="upper_hull (the paper's choice) or all."),
-    join: Optional[Path] = typer.Option(None, "--join", help="A second CSV joined to --csv on --on "
+    join: Path | None = typer.Option(None, "--join", help="A second CSV joined to --csv on --on "
                                         "(inner join), e.g. one timm test set per file."),
-    on: Optional[List[str]] = typer.Option(None, "--on", help="Join key column; repeat for several "
+    on: list[str] | None = typer.Option(None, "--on", help="Join key column; repeat for several "
                                            "(timm: --on model --on img_size)."),
-    percent: Optional[bool] = typer.Option(
+    percent: bool | None = typer.Option(
         None, "--percent/--fraction", help="Accuracies are percent (0-100) or fractions (0-1). Default: "
         "fractions, unless a value is above 1 (and none above 100): then percent, and it says so."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", help="Bootstrap resamples per group; 0: none."),
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
     layers: str = typer.Option("final", "--layers", help="With STUDY_DIR: fit the final representation "
                                "only (final), or every probed layer (all)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="CSV to write. Default: "
+    out: Path | None = typer.Option(None, "--out", "-o", help="CSV to write. Default: "
                                        "STUDY_DIR/saturation_fits.csv, or ./saturation_fits.csv with --csv."),
 ) -> None:
     """Fit e_DS = k * e_US^alpha + e_IR (errors = 1 - accuracy) per group and report the saturation 1 - e_IR.
@@ -45,6 +42,7 @@ def fit_command(
     `transferscale fit --csv table.csv --us upstream --ds task_a --ds task_b --points all`.
     """
     from transferscale.analysis.saturation import POINT_SETS, fit_saturation  # scipy and pandas: only when fitting
+    from transferscale.analysis.tables import load_fit_table
 
     console = Console()
     if not console.is_terminal:  # piped or captured: 80 columns would squash the table
@@ -52,7 +50,8 @@ def fit_command(
     try:
         if layers not in ("final", "all"):
             raise TransferscaleError(f"--layers {layers!r}: use 'final' or 'all'")
-        table, by_cols, notes, default_out = _load(study_dir, csv, us, ds, by or [], join, on or [], percent)
+        table, by_cols, notes, default_out = load_fit_table(study_dir, csv, us, ds, by or [], join, on or [],
+                                                            percent)
         if study_dir is not None and layers == "final":
             table = table[table["layer"] == -1]
         if points not in POINT_SETS:
@@ -61,40 +60,13 @@ def fit_command(
                               n_bootstrap=n_bootstrap, random_state=seed)
     except TransferscaleError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(_render(fits, by_cols, points))
     path = out or default_out
     fits.to_csv(path, index=False)
     console.print(f"wrote {path}")
-
-
-def _load(study_dir, csv, us, ds, by, join, on, percent):
-    """(points table with us_acc / ds_acc, group columns, notes, default output path) for either mode."""
-    from transferscale.analysis.tables import melt_ds, read_csv_table, study_points, to_fraction
-
-    if (study_dir is None) == (csv is None):
-        raise TransferscaleError("give either STUDY_DIR or --csv FILE (with --us COL --ds COL)")
-    if study_dir is not None:
-        from transferscale.store import read_results  # lazily: the CLI must not import the engine to fit a CSV
-
-        return study_points(read_results(study_dir)), _STUDY_GROUPS, [], Path(study_dir) / "saturation_fits.csv"
-    if not us or not ds:
-        raise TransferscaleError("--csv needs --us COL and --ds COL (the upstream and downstream accuracy)")
-    raw = read_csv_table(csv, join, on)
-    ds_cols = [f"{c}_join" if join is not None and f"{c}_join" in raw.columns else c for c in ds]
-    table = melt_ds(raw, us, ds_cols, by)
-    table["ds"] = table["ds"].str.removesuffix("_join")
-    notes = []
-    missing = table[["us_acc", "ds_acc"]].isna().any(axis=1)
-    if missing.any():
-        notes.append(f"dropped {int(missing.sum())} rows with no value in {us} or {ds}")
-        table = table[~missing]
-    table, note = to_fraction(table, ["us_acc", "ds_acc"], percent)
-    notes += [note] if note else []
-    by_cols = [*by, "ds"] if len(ds) > 1 else by
-    return table, by_cols, notes, Path("saturation_fits.csv")
 
 
 def _render(fits, by_cols, points) -> Table:

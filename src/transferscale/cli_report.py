@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import time
 from pathlib import Path
-from typing import Annotated, List, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,34 +13,34 @@ from transferscale.errors import TransferscaleError
 
 
 def report_command(
-    study_dir: Annotated[Optional[Path], typer.Argument(
+    study_dir: Annotated[Path | None, typer.Argument(
         help="A study directory (holds results.sqlite). Default: the default study's; not with --csv.")] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="HTML file to write. Default: STUDY_DIR/report/index.html, or "
         "./CSVNAME-report.html with --csv.")] = None,
     n_bootstrap: Annotated[int, typer.Option(
         "--n-bootstrap", help="Bootstrap resamples for the intervals (the page says how many); 0: none. "
         "Small by default so the report builds in seconds; `transferscale fit` uses 1000.")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Report on a results table instead of a study "
+    csv: Annotated[Path | None, typer.Option("--csv", help="Report on a results table instead of a study "
                                                 "(one row per model).")] = None,
-    us: Annotated[Optional[str], typer.Option("--us", help="Column of upstream accuracy (in the --csv file).")] = None,
-    ds: Annotated[Optional[List[str]], typer.Option(
+    us: Annotated[str | None, typer.Option("--us", help="Column of upstream accuracy (in the --csv file).")] = None,
+    ds: Annotated[list[str] | None, typer.Option(
         "--ds", help="Column of downstream accuracy; repeat for several tasks (in the --join file when there "
         "is one).")] = None,
-    by: Annotated[Optional[List[str]], typer.Option("--by", help="One panel row per value of this column; "
+    by: Annotated[list[str] | None, typer.Option("--by", help="One panel row per value of this column; "
                                                     "repeat for several.")] = None,
-    join: Annotated[Optional[Path], typer.Option(
+    join: Annotated[Path | None, typer.Option(
         "--join", help="A second CSV joined to --csv on --on (inner join), e.g. one timm test set per file.")] = None,
-    on: Annotated[Optional[List[str]], typer.Option(
+    on: Annotated[list[str] | None, typer.Option(
         "--on", help="Join key column; repeat for several (timm: --on model --on img_size).")] = None,
-    percent: Annotated[Optional[bool], typer.Option(
+    percent: Annotated[bool | None, typer.Option(
         "--percent/--fraction", help="Accuracies are percent (0-100) or fractions (0-1). Default: fractions, "
         "unless a value is above 1 (and none above 100): then percent, and the page says so.")] = None,
-    model: Annotated[Optional[str], typer.Option(
+    model: Annotated[str | None, typer.Option(
         "--model", help="Column naming each model (best-checkpoint table, correlations). Default: the --on "
         "keys, else a column called model or name.")] = None,
-    axis: Annotated[Optional[List[str]], typer.Option(
+    axis: Annotated[list[str] | None, typer.Option(
         "--axis", help="With --csv: a column to colour the scaling-axes view by (e.g. params, samples_seen); "
         "repeat for several.")] = None,
 ) -> None:
@@ -82,7 +82,7 @@ def report_command(
         build_report(data, path, n_bootstrap=n_bootstrap, seed=seed, command=command)
     except TransferscaleError as e:
         err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     for note in data.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"wrote the report in {time.perf_counter() - start:.1f} s:", highlight=False)

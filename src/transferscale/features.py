@@ -164,6 +164,14 @@ def _as_layers(layers) -> Layers:
 
 
 def layer_depth(layer: int, n_layers: int) -> float:
-    """Relative depth of layer i of a backbone with n_layers intermediate layers: (i + 1) / n_layers, and 1.0
-    for layer -1 (the final representation), so models of different depth share one axis."""
-    return 1.0 if layer == -1 else (layer + 1) / n_layers
+    """A probed layer's position in its network as a number in (0, 1], the store's `depth` column.
+
+    depth = (i + 1) / L for layer i (0-based) of a network with L intermediate layers, so the last block is 1;
+    the final representation (layer -1, the pooled pre-logits features) is 1.0 as well. Models of different
+    depth then share one axis. (The one definition: the analysis layer re-exports it as relative_depth.)
+    """
+    if layer == -1:
+        return 1.0
+    if not 0 <= layer < n_layers:
+        raise TransferscaleError(f"layer {layer} is not one of the {n_layers} layers 0..{n_layers - 1} (or -1)")
+    return (layer + 1) / n_layers

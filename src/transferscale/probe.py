@@ -2,7 +2,7 @@
 
 For a k-shot training set X (n x d) with labels y over C classes:
   1. standardise every feature with the mean and standard deviation of the k-shot set (not of the test set);
-  2. append a constant 1 column, so the bias is fitted (and regularised) with the weights;
+  2. append a constant column of value `bias` (default 1.0), so the intercept is fitted with the weights;
   3. targets Y = 2 * onehot(y) - 1, an n x C matrix of +-1;
   4. ridge regression W = argmin |XW - Y|^2 + l2 |W|^2 for every l2 in the grid from ONE eigendecomposition:
        primal (n >= d):  X^T X = V diag(s) V^T,  W = V diag(1 / (s + l2)) V^T X^T Y
@@ -18,6 +18,20 @@ features are standardised once, not once per (shots, seed); a small k-shot set's
 their shared rank-n basis, fewer flops than through their weights. Optionally l2 is chosen per (shots, seed) on
 validation examples drawn from the training pool; the test split never selects anything.
 `logistic_probe` is the iterative alternative a user may compare with (scikit-learn, C = 1 / l2).
+
+The bias column. With a constant column of value c, the intercept is b = c * w_b and its penalty is
+l2 * w_b^2 = (l2 / c^2) * b^2: c = 1 (the default here) penalises the intercept like any weight, while
+big_vision appends c = 100 (BIAS_CONSTANT, "large so it's almost unregularized": l2 / 10^4). Because the
+k-shot features are centred on their own mean, the constant column is orthogonal to them, the problem
+splits, and the weights do not depend on c; the intercept of class j is b_j = n c^2 / (n c^2 + l2) * mean_i Y_ij.
+A k-shot set has exactly k examples of every class, so mean_i Y_ij = 2 / C - 1 is the same for every class:
+the intercept shifts every class's score equally and no prediction changes, whatever c. `bias` therefore
+matters only for `ridge_probe` / `ridge_scores` on class-imbalanced training sets (and for the scores
+themselves); in `fewshot_probe` the two choices differ by float round-off alone.
+
+Degenerate features. `feature_problem` says when a feature matrix cannot be probed meaningfully (non-finite
+values, constant, or most examples sharing one feature vector) and `fewshot_probe` raises
+`DegenerateFeatures` with that reason rather than reporting a chance-level accuracy as a measurement.
 """
 from __future__ import annotations
 
@@ -29,6 +43,91 @@ from transferscale.errors import TransferscaleError
 
 METHODS = ("ridge", "logistic")
 _CHUNK_FLOATS = 2_000_000  # test scores held at once (8 MB of float32), whatever the test split's size
+BIAS = 1.0  # the appended constant column; big_vision's fewshot_lsr uses 100 (see the module docstring)
+FEATURE_RTOL = 1e-6  # spreads at or below this fraction of the features' scale count as no spread
+MAX_SHARED = 0.5  # more than this share of examples with one feature vector: the features have collapsed
+
+
+class DegenerateFeatures(TransferscaleError):
+    """Features a probe cannot read: non-finite, constant across examples, or collapsed onto one vector.
+
+    `reason` says which (the text of `feature_problem`); a caller can record it in place of an accuracy.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def feature_problem(x, rtol: float = FEATURE_RTOL, max_shared: float = MAX_SHARED) -> str | None:
+    """Why the feature matrix x (n examples x d features) cannot be probed, or None when it can.
+
+    With M = max_ij |x_ij| (the features' scale) and spread_j = max_i x_ij - min_i x_ij:
+      non-finite  any entry is NaN or +-inf;
+      constant    n >= 2 and spread_j <= rtol * M for every column j (all zero counts: M = 0), i.e. every
+                  example has the same features up to round-off; a probe on them predicts one class;
+      collapsed   n >= 2 and more than `max_shared` (at least 1/2) of the examples share one feature vector, rows being
+                  equal when they agree to within rtol * M in every column (compared after rounding to
+                  multiples of rtol * M). Those examples are indistinguishable to any probe, which must
+                  give them all one label: e.g. a randomly initialised ResNet whose final features see
+                  only the image's (blank) top-left corner.
+    Single columns that are constant are normal (a dead unit) and not a problem; the probe ignores them.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        return f"features must be a 2-d matrix (examples x features), got shape {x.shape}"
+    n, d = x.shape
+    if n == 0 or d == 0:
+        return None
+    top, bottom = x.max(0), x.min(0)  # NaN and inf show here too, so a clean matrix is read twice, not thrice
+    if not (np.isfinite(top).all() and np.isfinite(bottom).all()):
+        n_nan = int(np.isnan(x).sum())
+        return (f"non-finite features: {n_nan} NaN and {int((~np.isfinite(x)).sum()) - n_nan} infinite values "
+                f"among {n} x {d}")
+    if n < 2:
+        return None
+    scale = float(max(np.abs(top).max(), np.abs(bottom).max()))
+    spread = float((top.astype(np.float64) - bottom).max())
+    if spread <= rtol * scale:
+        return (f"constant features: all {n} examples have the same {d} features (largest spread {spread:.3g}, "
+                f"at most {rtol:g} x the features' scale {scale:.3g})")
+    shared = _majority_rows(x, rtol * scale)
+    if shared > max(max_shared, 0.5) * n:
+        return (f"collapsed features: {shared} of {n} examples ({shared / n:.1%}) share one feature vector, "
+                "so no probe can tell them apart")
+    return None
+
+
+def _majority_rows(x: np.ndarray, quantum: float, block: int = 32) -> int:
+    """How many rows equal the column-wise median row after rounding to multiples of `quantum`, if they are
+    more than half the rows; otherwise some number at most half.
+
+    A vector shared by more than half the rows is, in every column, that column's rank-n//2 value, so it can
+    only be the median row; rows are matched to it a block of columns at a time, and the search stops as
+    soon as half the rows or fewer still match (for features that vary, after the first block).
+    """
+    n = len(x)
+    match = np.ones(n, dtype=bool)
+    for j in range(0, x.shape[1], block):
+        q = np.rint(x[:, j:j + block].astype(np.float64) / quantum)
+        middle = np.partition(q, n // 2, axis=0)[n // 2]
+        match &= (q == middle).all(axis=1)
+        if 2 * int(match.sum()) <= n:
+            break
+    return int(match.sum())
+
+
+def _check_features(x, where: str) -> None:
+    problem = feature_problem(x)
+    if problem is not None:
+        raise DegenerateFeatures(f"{where}: {problem}")
+
+
+def _check_bias(bias: float) -> float:
+    bias = float(bias)
+    if not (np.isfinite(bias) and bias > 0):
+        raise TransferscaleError(f"bias (the constant column's value) must be a finite number > 0, got {bias}")
+    return bias
 
 
 def _class_orders(y: np.ndarray, seed: int):
@@ -88,19 +187,19 @@ def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def _augment(x: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """(x - mean) / std with the constant bias column appended."""
+def _augment(x: np.ndarray, mean: np.ndarray, std: np.ndarray, dtype=np.float64, bias: float = BIAS) -> np.ndarray:
+    """(x - mean) / std with the constant bias column (every entry `bias`) appended."""
     out = np.empty((len(x), x.shape[1] + 1), dtype=dtype)
     np.subtract(x, mean.astype(dtype), out=out[:, :-1])
     out[:, :-1] /= std.astype(dtype)
-    out[:, -1] = 1.0
+    out[:, -1] = bias
     return out
 
 
-def _standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _standardise(x_train: np.ndarray, x_test: np.ndarray, bias: float = BIAS) -> tuple[np.ndarray, np.ndarray]:
     """Standardise with the k-shot set's statistics and append the bias column: float64 train, float32 test."""
     mean, std = _moments(x_train)
-    return _augment(x_train, mean, std), _augment(x_test, mean, std, np.float32)
+    return _augment(x_train, mean, std, bias=bias), _augment(x_test, mean, std, np.float32, bias=bias)
 
 
 def _eigen_ridge(xtr: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -125,15 +224,17 @@ def _targets(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return 2.0 * (np.asarray(y)[:, None] == classes[None, :]) - 1.0
 
 
-def ridge_scores(x_train, y_train, x_test, l2: Sequence[float], classes: np.ndarray | None = None):
+def ridge_scores(x_train, y_train, x_test, l2: Sequence[float], classes: np.ndarray | None = None, *,
+                 bias: float = BIAS):
     """Test scores (len(l2) x m x C) of the regularised least-squares probe, one eigh for all l2 values.
 
     The weights of every l2 are solved first (cheap: d x C each) and the test features meet them in one
     float32 product, m x d x (len(l2) * C), the least work any probe scoring m examples can do.
+    bias: the value of the appended constant column; the intercept's penalty is l2 / bias^2 (module docstring).
     """
     x_train = np.asarray(x_train, dtype=np.float64)
     classes = np.unique(y_train) if classes is None else classes
-    xtr, xte = _standardise(x_train, np.asarray(x_test, dtype=np.float32))
+    xtr, xte = _standardise(x_train, np.asarray(x_test, dtype=np.float32), _check_bias(bias))
     w = ridge_weights(xtr, _targets(y_train, classes), l2)  # L x d x C
     n_l2, d, c = w.shape
     flat = w.transpose(1, 0, 2).reshape(d, n_l2 * c).astype(np.float32)
@@ -147,9 +248,13 @@ def _grid(l2) -> list[float]:
     return grid
 
 
-def ridge_probe(x_train, y_train, x_test, y_test, l2: float | Sequence[float] = 2.0**10) -> np.ndarray:
-    """Test accuracy of the closed-form ridge probe for each l2 value (an array, one entry per l2)."""
-    scores, classes = ridge_scores(x_train, y_train, x_test, _grid(l2))
+def ridge_probe(x_train, y_train, x_test, y_test, l2: float | Sequence[float] = 2.0**10, *,
+                bias: float = BIAS) -> np.ndarray:
+    """Test accuracy of the closed-form ridge probe for each l2 value (an array, one entry per l2).
+
+    bias: the appended constant column's value (1.0 here, 100 in big_vision): see the module docstring.
+    """
+    scores, classes = ridge_scores(x_train, y_train, x_test, _grid(l2), bias=bias)
     pred = classes[scores.argmax(-1)]
     return (pred == np.asarray(y_test)[None, :]).mean(1)
 
@@ -183,23 +288,24 @@ def _logistic_accuracies(x_train, y_train, evals, grid, max_iter=1000) -> list[n
 
 
 def _shot_probes(x_shot: np.ndarray, y_shot: np.ndarray, classes: np.ndarray, grid: list[float],
-                 centre: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+                 centre: np.ndarray, scale: np.ndarray, bias: float = BIAS) -> tuple[np.ndarray | None, np.ndarray]:
     """The ridge probes of one k-shot set at every l2, acting on features z standardised ONCE with
     (centre, scale): (basis, coef) whose test scores are z @ basis @ coef, or (None, weights): z @ weights.
 
     Fold: z = (x - centre) / scale makes the k-shot standardisation (x - mean_k) / std_k the affine map
     z * (scale / std_k) + (centre - mean_k) / std_k, so weights W (rows) and bias b solved on the k-shot
-    features give the same scores from z with W' = diag(scale / std_k) W, b' = b + ((centre - mean_k) / std_k) W.
+    features give the same scores from z with W' = diag(scale / std_k) W, b' = b + ((centre - mean_k) / std_k) W / c,
+    where b is the weight of the constant column, whose value c (`bias`) z carries too.
     It is linear in W, so it is applied to the eigen basis, in float64.
     Factor: every l2's weights share basis (d+1 x r, r = n when n < d+1): scoring through it costs
     m r (d+1 + C L) instead of m (d+1) C L, fewer flops when the k-shot set is small; the cheaper is kept.
     coef's columns are class-major: column c * L + j is class c at grid[j].
     """
     mean, std = _moments(x_shot)
-    basis, s, proj = _eigen_ridge(_augment(x_shot, mean, std), _targets(y_shot, classes))
+    basis, s, proj = _eigen_ridge(_augment(x_shot, mean, std, bias=bias), _targets(y_shot, classes))
     folded = np.empty_like(basis)
     folded[:-1] = basis[:-1] * (scale / std)[:, None]
-    folded[-1] = basis[-1] + ((centre - mean) / std) @ basis[:-1]
+    folded[-1] = basis[-1] + ((centre - mean) / std) @ basis[:-1] / bias
     coef = (proj[:, :, None] / (s[:, None, None] + np.asarray(grid)[None, None, :])).reshape(len(s), -1)
     d1, r = folded.shape
     if r * (d1 + coef.shape[1]) < d1 * coef.shape[1]:
@@ -226,7 +332,7 @@ def _n_correct(scores: np.ndarray, label: int) -> np.ndarray:
 
 
 def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray, n_l2: int,
-                centre: np.ndarray, scale: np.ndarray) -> np.ndarray:
+                centre: np.ndarray, scale: np.ndarray, bias: float = BIAS) -> np.ndarray:
     """Accuracy (len(probes) x n_l2) of every probe from `_shot_probes` on examples (x, y), in float32.
 
     The examples are grouped by label, so each block of rows is scored against one known class; all the
@@ -248,7 +354,7 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
     seen = classes[label] == y  # a label the probe never saw counts as wrong
     order = np.argsort(np.where(seen, label, -1), kind="stable")
     first = np.searchsorted(np.where(seen, label, -1)[order], np.arange(n_c + 1))
-    z = _augment(np.asarray(x)[order[first[0]:]], centre, scale, np.float32)
+    z = _augment(np.asarray(x)[order[first[0]:]], centre, scale, np.float32, bias=bias)
     correct = np.zeros((len(probes), n_l2), dtype=np.int64)
     for c in range(n_c):
         for i in range(first[c] - first[0], first[c + 1] - first[0], step):
@@ -264,7 +370,7 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
     return correct / len(y)
 
 
-def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class):
+def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class, bias=BIAS):
     """Test (and validation) accuracy, arrays [seed, shots, l2], of the ridge probe over the whole sweep."""
     classes = np.unique(y_train)
     centre, scale = _moments(x_train.astype(np.float64))  # the training pool's: conditions the float32 product
@@ -274,16 +380,18 @@ def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_c
         for k in shots:
             idx = fewshot_indices(y_train, k, seed)
             seed_probes.append(_shot_probes(x_train[idx].astype(np.float64), y_train[idx], classes, grid,
-                                            centre, scale))
+                                            centre, scale, bias))
         probes += seed_probes
         if val_per_class is not None:
             val = validation_indices(y_train, val_per_class, seed, max(shots))
-            val_acc[a] = _accuracies(x_train[val], y_train[val], seed_probes, classes, len(grid), centre, scale)
-    test_acc = _accuracies(x_test, y_test, probes, classes, len(grid), centre, scale)
+            val_acc[a] = _accuracies(x_train[val], y_train[val], seed_probes, classes, len(grid), centre, scale,
+                                     bias)
+    test_acc = _accuracies(x_test, y_test, probes, classes, len(grid), centre, scale, bias)
     return test_acc.reshape(len(seeds), len(shots), len(grid)), val_acc
 
 
-def _logistic_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class):
+def _logistic_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class, bias=None):
+    """As _ridge_sweep for the logistic probe; `bias` is unused (its intercept is never penalised)."""
     test_acc = np.zeros((len(seeds), len(shots), len(grid)))
     val_acc = np.full_like(test_acc, np.nan)
     for a, seed in enumerate(seeds):
@@ -307,10 +415,17 @@ def select_on_validation(val_accuracy: np.ndarray, grid: Sequence[float]) -> np.
 
 def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5, 10, 25),
                   seeds: Sequence[int] = (0, 1, 2), l2: Sequence[float] = (2.0**10,), *,
-                  method: str = "ridge", select_l2: bool = False, val_per_class: int = 10):
+                  method: str = "ridge", select_l2: bool = False, val_per_class: int = 10, bias: float = BIAS,
+                  check_features: bool = True):
     """A tidy DataFrame (shots, seed, l2, accuracy): the probe at every shot count, seed and l2 value.
 
     method: "ridge" (closed form, the default) or "logistic" (`logistic_probe`, C = 1 / l2).
+    bias: the ridge probe's constant column (1.0; big_vision uses 100). On these class-balanced k-shot sets
+      it changes no prediction, only round-off (module docstring); the logistic probe ignores it.
+    Raises DegenerateFeatures (a TransferscaleError whose `reason` says why) when the training pool or the
+    test split fails `feature_problem`: non-finite, constant, or collapsed features have no accuracy to
+    report, and the caller should record the reason instead. check_features=False skips that check (for a
+    caller that ran `feature_problem` itself).
     select_l2: also choose l2 per (shots, seed) on `val_per_class` validation examples of every class from
       the training pool (`validation_indices`: disjoint from that seed's k-shot examples, never from the
       test split). The table then has two more columns: val_accuracy, and selected (True on the one row
@@ -321,10 +436,14 @@ def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5
     if method not in METHODS:
         raise TransferscaleError(f"unknown probe method {method!r}; valid: {', '.join(map(repr, METHODS))}")
     grid, shots, seeds = _grid(l2), [int(k) for k in shots], [int(s) for s in seeds]
+    bias = _check_bias(bias)
     x_train, y_train = np.asarray(x_train), np.asarray(y_train)
+    if check_features:
+        _check_features(x_train, "the training pool")
+        _check_features(x_test, "the test split")
     sweep = _ridge_sweep if method == "ridge" else _logistic_sweep
     test_acc, val_acc = sweep(x_train, y_train, x_test, y_test, shots, seeds, grid,
-                              val_per_class if select_l2 else None)
+                              val_per_class if select_l2 else None, bias)
     columns = ["shots", "seed", "l2", "accuracy"] + (["val_accuracy", "selected"] if select_l2 else [])
     chosen = select_on_validation(val_acc, grid) if select_l2 else None
     rows = []

@@ -161,7 +161,7 @@ class StudySpec(_Strict):
     training: TrainingSpec | None = None
     downstream: DownstreamSpec
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
-    executor: Literal["local"] = "local"
+    executor: str = "local"
     quick: dict[str, Any] | None = None
     # Each registered protocol's options, from its own table ([probe], [finetune], ...): see `_protocols`.
     protocols: dict[str, Any] = Field(default_factory=dict)
@@ -208,6 +208,14 @@ class StudySpec(_Strict):
 
     def grid_groups(self) -> list[ModelGroup]:
         return [m for m in self.models if isinstance(m, ModelGroup)]
+
+    @model_validator(mode="after")
+    def _known_executor(self):
+        from transferscale.engine.executors import EXECUTORS
+
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; {did_you_mean(self.executor, EXECUTORS.list())}")
+        return self
 
     @model_validator(mode="after")
     def _training_for_grid(self):

@@ -63,7 +63,7 @@ class SaturationFit:
         self.alpha_bounds = alpha_bounds
         self.wide_interval = wide_interval
 
-    def fit(self, us_acc, ds_acc) -> "SaturationFit":
+    def fit(self, us_acc, ds_acc) -> SaturationFit:
         """Fit on accuracies in [0, 1]; returns self."""
         self._check_params()
         us, ds = check_accuracies(us_acc, ds_acc)

@@ -45,7 +45,7 @@ class ModelSource:
 
     def default_name(self) -> str:
         """The run's name when the spec gives none: readable, and the same for the same config."""
-        return self.ref.replace("/", "-")
+        return f"{self.prefix}-{self.ref}".replace("/", "-")
 
     def config(self) -> dict:
         """What identifies this model: its run key is a hash of this; only plain JSON-able data."""

@@ -11,15 +11,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from transferscale.report.analyse import Analysis, analyse
 from transferscale.report.data import ReportData, load_study, load_table
+from transferscale.report.numbers import Analysis, analyse
 
 __all__ = ["Analysis", "ReportData", "analyse", "build_report", "load_study", "load_table", "render"]
 
 
 def render(data: ReportData, n_bootstrap: int = 200, seed: int = 0, command: str = "") -> str:
     """The report page as one HTML string."""
-    from transferscale.report import figures, figures_axes, figures_tasks, html
+    from transferscale.report import figures, figures_axes, figures_finetune, figures_tasks, html
 
     start = time.perf_counter()
     res = analyse(data, n_bootstrap=n_bootstrap, seed=seed)
@@ -30,6 +30,7 @@ def render(data: ReportData, n_bootstrap: int = 200, seed: int = 0, command: str
         "axes": figures_axes.scaling_axes_grid(data, res, ref),
         "correlations": figures_tasks.correlation_heatmaps(data, res, ref),
         "layers": figures_tasks.layer_curves(data, res, ref),
+        "finetune": figures_finetune.finetune_grid(data),
     }
     return html.page(data, res, figs, command, time.perf_counter() - start)
 

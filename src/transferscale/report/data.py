@@ -9,13 +9,12 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from transferscale.analysis.tables import study_points
+from transferscale.analysis.tables import finetune_points, load_fit_table, study_points
 from transferscale.errors import TransferscaleError
 
 POINT_COLUMNS = ["model", "family", "size", "data_fraction", "steps", "budget_rank", "task", "shots",
@@ -26,8 +25,14 @@ LAYER_HINT = (
     "Its probes read only the final representation (layer = -1). Layer-wise probes come from "
     '`layers = "all"` in the spec\'s [probe] table: run the study again with it (`transferscale run SPEC`; '
     "trained checkpoints are reused and only the probes run again), then make this report again. Any results "
-    "table with rows at layer indices 0..L (and optionally a `depth` column in (0, 1]) draws this section."
+    "table with rows at layer indices 0..L-1 (and optionally a `depth` column in (0, 1]) draws this section."
 )
+FINETUNE_HINT = (
+    "No fine-tuning results: add a `[finetune]` table with `tasks` and `runs` (name patterns, e.g. "
+    '`runs = ["*-m-d1-*", "*-m-random"]`) to the spec, run the study again, then make this report again.'
+)
+FINETUNE_COLUMNS = ["model", "family", "size", "kind", "run_kind", "task", "ft_acc", "n_seeds", "us_acc",
+                    "fewshot_shots", "fewshot_acc"]
 
 
 @dataclass
@@ -49,6 +54,9 @@ class ReportData:
     reproduce: list = field(default_factory=list)  # (what, command) pairs
     spec_text: str | None = None
     notes: list = field(default_factory=list)
+    # per (run, task) fine-tuned: model, family, size, kind, run_kind, task, ft_acc, n_seeds, us_acc,
+    # fewshot_shots, fewshot_acc (analysis.tables.finetune_points); baselines are references, not points
+    finetune: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FINETUNE_COLUMNS))
 
     def shot_label(self, shots) -> str:
         return f"{shots}-shot" if self.has_shots else ""
@@ -69,10 +77,10 @@ def load_study(study_dir: Path) -> ReportData:
     with Store(study_dir, create=False) as store:
         meta = store.meta()
         runs = store.runs_frame()
-        configs = dict(store.conn.execute("SELECT key, config FROM runs"))
+        configs = store.run_configs()
     kinds = results.drop_duplicates("run").set_index("run")["kind"]
     pts = study_points(results)
-    pts = pts[pts["run"].map(kinds) == "trained"]
+    pts = pts[pts["run"].map(kinds) != "baseline"]
     if pts.empty:
         raise TransferscaleError(f"the study at {study_dir} has no finished trained runs yet (only baselines); "
                                  "make the report when some trained runs are done")
@@ -96,6 +104,7 @@ def load_study(study_dir: Path) -> ReportData:
         facts=_study_facts(study_dir, meta, spec, runs, results, points),
         reproduce=_run_command(study_dir, meta, spec),
         spec_text=meta.get("spec"),
+        finetune=_finetune(results, tasks),
     )
 
 
@@ -112,10 +121,10 @@ def _final_layer(pts: pd.DataFrame) -> pd.DataFrame:
 def _run_descriptors(results: pd.DataFrame, configs: dict) -> pd.DataFrame:
     """Per run: size, data fraction and steps (from its config) and its budget's rank within its family."""
     runs = results.drop_duplicates("run")[["run", "size", "family"]].copy()
-    training = {k: json.loads(c).get("training", {}) for k, c in configs.items()}
+    training = {k: c.get("training", {}) for k, c in configs.items()}
     runs["data_fraction"] = runs["run"].map(lambda r: training.get(r, {}).get("data_fraction", np.nan))
     runs["steps"] = runs["run"].map(lambda r: training.get(r, {}).get("steps", np.nan))
-    trained = results.drop_duplicates("run").set_index("run")["kind"].reindex(runs["run"]).to_numpy() == "trained"
+    trained = results.drop_duplicates("run").set_index("run")["kind"].reindex(runs["run"]).to_numpy() != "baseline"
     key = (runs["data_fraction"] * 1e9 + runs["steps"]).where(trained)
     runs["budget_rank"] = key.groupby(runs["family"]).rank(method="dense") - 1
     return runs.drop(columns="family")
@@ -132,22 +141,37 @@ def _baselines(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def _layer_rows(results: pd.DataFrame, pts: pd.DataFrame, runs_info: pd.DataFrame) -> pd.DataFrame:
-    """Trained runs' few-shot accuracy at real layer indices, with relative depth in [0, 1] (1 = the last block).
+    """Trained runs' few-shot accuracy at real layer indices (layer >= 0), with relative depth in (0, 1].
 
-    depth is the results' own `depth` column where it holds a value, else layer / (the run's deepest layer),
-    so models of different depths share one axis (1 = the last block).
+    depth = (i + 1) / L for layer i of a network with L probed blocks, so the last block is 1, and 1.0 for
+    the final representation (layer -1): the engine's rule (`analysis.tables.relative_depth`), which it
+    records in the store's `depth` column; that recorded value is used. One fallback, for rows that lack it
+    (an older store, or a table without a `depth` column): the same rule with L = the run's deepest layer
+    index + 1, which assumes layers 0..L-1 were all probed.
     """
     cols = ["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]
     lay = pts[pts["layer"] >= 0].rename(columns={"name": "model"})
     if lay.empty:
         return pd.DataFrame(columns=cols)
-    deepest = lay.groupby("run")["layer"].transform("max").replace(0, 1)
-    lay = lay.assign(depth=lay["layer"] / deepest)
-    if "depth" in results.columns:  # the probe's own depth where it recorded one
+    if "depth" in results.columns:
         own = results[results["layer"] >= 0].groupby(["run", "layer"], as_index=False)["depth"].mean()
-        lay = lay.merge(own.rename(columns={"depth": "own"}), on=["run", "layer"], how="left")
-        lay["depth"] = lay["own"].where(lay["own"].notna(), lay["depth"])
+        lay = lay.merge(own, on=["run", "layer"], how="left")
+    else:
+        lay = lay.assign(depth=np.nan)
+    n_layers = lay.groupby("run")["layer"].transform("max") + 1
+    lay["depth"] = lay["depth"].where(lay["depth"].notna(), (lay["layer"] + 1) / n_layers)
     return lay.merge(runs_info[["run", "size"]], on="run", how="left")[cols].reset_index(drop=True)
+
+
+def _finetune(results: pd.DataFrame, tasks: list) -> pd.DataFrame:
+    """Fine-tuned accuracy per (run, task) with its US and few-shot accuracy, tasks in the report's order."""
+    ft = finetune_points(results)
+    if ft.empty:
+        return pd.DataFrame(columns=FINETUNE_COLUMNS)
+    order = {t: i for i, t in enumerate([*tasks, *sorted(set(ft["task"]) - set(tasks))])}
+    ft = ft.rename(columns={"name": "model"}).assign(_order=ft["task"].map(order))
+    ft = ft.sort_values(["_order", "kind", "ft_acc"], ascending=[True, False, False], kind="stable")
+    return ft[FINETUNE_COLUMNS].reset_index(drop=True)
 
 
 def _task_order(present, spec_tasks) -> list:
@@ -182,7 +206,9 @@ def _run_command(study_dir: Path, meta: dict, spec: dict) -> list:
         toml_name = None
     quick = " --quick" if toml_name and spec.get("name") and spec["name"] != toml_name else ""
     out = f" --out {study_dir}"
-    builtin = resources.files("transferscale").joinpath("studies/default.toml").read_text()
+    from transferscale.spec import builtin_spec_text  # torch-free (pydantic and the shape registry)
+
+    builtin = builtin_spec_text("default")
     if text.strip() == builtin.strip():
         return [("run the study (the embedded default spec)", f"transferscale run{quick}{out}")]
     return [("save the spec below as study.toml, then run it", f"transferscale run study.toml{quick}{out}")]
@@ -193,19 +219,18 @@ def _run_command(study_dir: Path, meta: dict, spec: dict) -> list:
 
 def load_table(csv: Path, us: str | None, ds: list | None, by: list, join: Path | None, on: list,
                percent: bool | None, model: str | None = None, axes: list | None = None) -> ReportData:
-    """An external results table, loaded exactly as `transferscale fit --csv` loads it (cli_fit._load).
+    """An external results table, loaded exactly as `transferscale fit --csv` loads it
+    (`analysis.tables.load_fit_table`: the same options, the same notes).
 
     Rows are models. Panels are the DS columns (and --by groups); `model` (default: the --on keys, else a
     column named model or name) names the models in the best-checkpoint table and pairs tasks for the
     rank correlations; `axes` columns colour the scaling-axes view.
     """
-    from transferscale.cli_fit import _load  # the fit command's loader: same options, same notes
-
     header = pd.read_csv(csv, nrows=0).columns
     labels = [model] if model else list(on) or [c for c in ("model", "name") if c in header][:1]
     axes = list(axes or [])
     extra = [c for c in dict.fromkeys([*labels, *axes]) if c not in by]
-    table, by_cols, notes, _ = _load(None, csv, us, ds, [*by, *extra], join, on, percent)
+    table, by_cols, notes, _ = load_fit_table(None, csv, us, ds, [*by, *extra], join, on, percent)
     task_cols = [c for c in by_cols if c not in extra]
     table = table.reset_index(drop=True)
     if task_cols:

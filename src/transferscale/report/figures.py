@@ -12,8 +12,8 @@ from matplotlib.patches import Patch
 
 from transferscale.analysis import upper_hull
 from transferscale.report import style
-from transferscale.report.analyse import Analysis
 from transferscale.report.data import ReportData
+from transferscale.report.numbers import Analysis
 
 DS_LABEL = "DS accuracy (fraction)"
 

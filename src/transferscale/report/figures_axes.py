@@ -16,9 +16,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from transferscale.report import style
-from transferscale.report.analyse import Analysis
 from transferscale.report.data import ReportData
 from transferscale.report.figures import DS_LABEL, _curve, _panel_title, _us_limits, _ylim
+from transferscale.report.numbers import Analysis
 
 CMAP = colormaps["viridis"]
 LEGEND_COLS = 5
@@ -97,7 +97,7 @@ def _key(fig, ax, label: str, colouring) -> None:
                   ncol=min(len(handles), LEGEND_COLS), frameon=False, handlelength=1.0, columnspacing=0.8,
                   title_fontsize=7.5, fontsize=7, alignment="left")
         return
-    box, (fw, fh) = ax.get_position(), fig.get_size_inches()
+    box, fh = ax.get_position(), fig.get_size_inches()[1]
     cax = fig.add_axes([box.x0, box.y1 + 0.3 / fh, box.width * 0.85, 0.09 / fh])
     bar = fig.colorbar(ScalarMappable(norm=colouring, cmap=CMAP), cax=cax, orientation="horizontal")
     cax.xaxis.set_ticks_position("top")

@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib.lines import Line2D
 
 from transferscale.report import style
-from transferscale.report.analyse import US_NAME, Analysis
 from transferscale.report.data import ReportData
+from transferscale.report.numbers import US_NAME, Analysis
 
 PARAMS = [("e_ir", "e_IR (irreducible DS error, fraction)"), ("k", "k (scale, error units)"),
           ("alpha", "alpha (exponent, unitless)")]
@@ -73,7 +73,7 @@ def layer_curves(data: ReportData, res: Analysis, shots) -> bytes | None:
                     ax.set_visible(False)
                     continue
                 task = group[i]
-                for model, g in lay[lay["task"] == task].groupby("model"):
+                for _, g in lay[lay["task"] == task].groupby("model"):
                     g = g.sort_values("depth")
                     colour = style.family_colour(g["family"].iloc[0])
                     ax.plot(g["depth"], g["ds_acc"], color=colour, lw=1.0, alpha=0.6)

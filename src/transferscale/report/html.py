@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from transferscale.report import style
-from transferscale.report.analyse import Analysis, summary
-from transferscale.report.data import LAYER_HINT, ReportData
+from transferscale.report.data import FINETUNE_HINT, LAYER_HINT, ReportData
+from transferscale.report.numbers import Analysis, summary
 from transferscale.report.template import CSS, PAGE
 
 
@@ -25,6 +25,7 @@ def page(data: ReportData, res: Analysis, figs: dict, command: str, seconds: flo
         ("axes", "Scaling axes", _axes(data, res, figs)),
         ("correlations", "Rank correlations", _correlations(res, figs)),
         ("layers", "Layer-wise probes", _layers(data, res, figs)),
+        ("finetune", "Fine-tuning", _finetune(data, figs)),
         ("reproduce", "Reproduce", _reproduce(data, res, command)),
     ]
     nav = "".join(f'<li><a href="#{key}">{escape(title)}</a></li>' for key, title, _ in sections)
@@ -178,10 +179,49 @@ def _layers(data: ReportData, res: Analysis, figs) -> str:
             return _absent("An external table has no layer-wise probes.")
         return _absent("This study has no layer-wise probes. " + escape(LAYER_HINT))
     cap = ("Few-shot DS accuracy of each trained model's features at every layer, against relative depth "
-           "(the layer's position in the network, 1 = the last block), one line per model coloured by family; "
-           "a dot marks the model's best layer. Left: the tasks most correlated with upstream accuracy (near); right: the rest (far). "
+           "(i + 1) / L for layer i of L probed blocks, so 1 is the last block, one line per model coloured by "
+           "family; a dot marks the model's best layer. Left: the tasks most correlated with upstream accuracy "
+           "(near); right: the rest (far). "
            "Abnar et al. find near tasks improve up to the last layer while far tasks peak earlier.")
     return _figure(figs["layers"], "Layer-wise DS accuracy against relative depth", cap)
+
+
+def _finetune(data: ReportData, figs) -> str:
+    if data.source == "csv":
+        return _absent("An external table has no fine-tuning results.")
+    ft = data.finetune
+    if ft.empty:
+        return _absent(FINETUNE_HINT)
+    cap = ("Per task, each fine-tuned run's DS accuracy after full fine-tuning (on the task's whole training "
+           "pool, mean over its fine-tuning seeds) against, left, its few-shot probe accuracy on the same task "
+           "(final representation, the task's largest shot count, mean over probe seeds), with the diagonal "
+           "y = x dashed: points above it gain from fine-tuning; and, right, against its US accuracy. Trained "
+           "runs are coloured by family and shaped by size. Randomly initialised networks fine-tuned on the "
+           "task (trained from scratch) are baselines: hollow crosses on the left, and dashed lines at their "
+           "fine-tuned accuracy on the right, where their chance-level US accuracy would place them nowhere.")
+    html = _figure(figs.get("finetune"), "Fine-tuned accuracy against few-shot and US accuracy", cap)
+    return html + _finetune_table(ft)
+
+
+def _finetune_table(ft: pd.DataFrame) -> str:
+    cols = ["task", "model", "family", "run", "US acc.", "few-shot acc.", "fine-tuned acc.", "fine-tuned − few-shot",
+            "seeds"]
+    head = "".join(f'<th class="{"l" if i < 4 else ""}">{escape(c)}</th>' for i, c in enumerate(cols))
+    rows = []
+    for r in ft.to_dict("records"):
+        baseline = r["kind"] == "baseline"
+        what = f"baseline ({r['run_kind']})" if baseline else r["kind"]
+        shots = f" ({int(r['fewshot_shots'])}-shot)" if pd.notna(r["fewshot_shots"]) else ""
+        few = f"<td>{r['fewshot_acc']:.3f}{escape(shots)}</td>" if pd.notna(r["fewshot_acc"]) else "<td>-</td>"
+        us = "<td>-</td>" if baseline else _num(r["us_acc"], 3)  # a baseline's US accuracy is chance: not shown
+        gain = r["ft_acc"] - r["fewshot_acc"] if pd.notna(r["fewshot_acc"]) else np.nan
+        cells = [f'<td class="l">{escape(str(r["task"]))}</td>', f'<td class="l">{escape(str(r["model"]))}</td>',
+                 f'<td class="l">{escape(style.family_label(r["family"]))}</td>', f'<td class="l">{escape(what)}</td>',
+                 us, few, _num(r["ft_acc"], 3), f"<td>{gain:+.3f}</td>" if np.isfinite(gain) else "<td>-</td>",
+                 f"<td>{int(r['n_seeds'])}</td>"]
+        rows.append(f'<tr class="{"muted" if baseline else ""}">' + "".join(cells) + "</tr>")
+    return (f'<table class="finetune"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            "<p class='muted'>Rows per task: trained runs by fine-tuned accuracy, then baselines.</p>")
 
 
 def _reproduce(data: ReportData, res: Analysis, command: str) -> str:
