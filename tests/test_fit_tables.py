@@ -16,7 +16,7 @@ from transferscale.analysis import (
     study_points,
 )
 from transferscale.analysis.tables import read_csv_table, to_fraction
-from transferscale.cli_fit import fit_command
+from transferscale.cli.fit import fit_command
 from transferscale.errors import TransferscaleError
 
 TIMM = Path(__file__).resolve().parents[2] / "shared" / "data" / "external" / "timm"

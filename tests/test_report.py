@@ -15,7 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from transferscale.cli_report import report_command
+from transferscale.cli.report import report_command
 from transferscale.report import build_report, load_study, render
 from transferscale.store import Measurement, Store
 

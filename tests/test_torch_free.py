@@ -32,7 +32,7 @@ def _heavy_after(code: str, tmp_path) -> list[str]:
 
 def test_importing_the_analysis_and_the_report(tmp_path):
     code = """
-        import transferscale.analysis, transferscale.report, transferscale.cli_fit, transferscale.cli_report
+        import transferscale.analysis, transferscale.report, transferscale.cli.fit, transferscale.cli.report
         from transferscale.analysis import fit_saturation, finetune_points, load_fit_table, study_points
         from transferscale.report import build_report, load_study, load_table, render
     """

@@ -1,9 +1,14 @@
-"""The `transferscale` command line: run a study, look at its results, fit the saturation law."""
+"""The `transferscale` command line: run a study, look at its results, fit the saturation law, probe models.
+
+The command line only: fit.py, report.py and probe.py hold their commands, tables.py the terminal tables of
+`status` and `results`, progress.py the progress bars. Nothing outside this package imports it.
+"""
 from __future__ import annotations
 
 import os
 
-# OpenMP threads that spin while waiting lose badly to other tenants on a shared 2-core machine (MEASURED.md);
+# OpenMP threads that spin while waiting lose badly to other tenants on a shared 2-core machine (a 512x512
+# matmul rate fell to a tenth for seconds at a time with spinning threads; passive waiting held it near half):
 # this must be set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -14,9 +19,9 @@ from typing import Annotated, Optional  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from transferscale.cli_fit import fit_command  # noqa: E402
-from transferscale.cli_probe import probe_command  # noqa: E402
-from transferscale.cli_report import report_command  # noqa: E402
+from transferscale.cli.fit import fit_command  # noqa: E402
+from transferscale.cli.probe import probe_command  # noqa: E402
+from transferscale.cli.report import report_command  # noqa: E402
 from transferscale.errors import TransferscaleError  # noqa: E402
 
 app = typer.Typer(
@@ -61,7 +66,7 @@ def run(
                                                     "local).")] = None,
 ) -> None:
     """Run a study, or resume it: finished runs are never redone."""
-    from transferscale.progress import RichProgress
+    from transferscale.cli.progress import RichProgress
     from transferscale.engine.runner import run_study
     from transferscale.spec import load_spec
 
@@ -103,7 +108,7 @@ def init(
 @app.command()
 def status(study_dir: StudyDir = None) -> None:
     """What is done, running (or interrupted), failed and left in a study."""
-    from transferscale.reporting import status_table
+    from transferscale.cli.tables import status_table
 
     try:
         console.print(status_table(_resolve_dir(study_dir)))
@@ -119,7 +124,7 @@ def results(
     raw: Annotated[bool, typer.Option(help="With --format table: every measurement, not the summary.")] = False,
 ) -> None:
     """Print a study's results, or export the tidy measurement table as CSV or Parquet."""
-    from transferscale.reporting import results_summary
+    from transferscale.cli.tables import results_summary
     from transferscale.store import read_results
 
     try:

@@ -102,7 +102,7 @@ def probe_command(
     Example: transferscale probe --model timm:tf_efficientnet_lite0 --task sklearn_digits --option img_size=160
     """
     from transferscale.engine.runner import run_study
-    from transferscale.progress import RichProgress
+    from transferscale.cli.progress import RichProgress
     from transferscale.spec import parse_spec
     from transferscale.store import read_results
 
