@@ -40,19 +40,21 @@ def toy_blobs(classes: int = 3, per_class: int = 30, seed: int = 0) -> Dataset:
 class ProjectionBackbone(Backbone):
     """Layer 0: pixels times a seeded random matrix; final layer: that, rectified."""
 
-    def __init__(self, seed: int, width: int):
+    def __init__(self, seed: int, width: int, dead: bool = False):
         super().__init__(None)
-        self.seed, self.width = seed, width
+        self.seed, self.width, self.dead = seed, width, dead
 
     def layers(self, x):
         flat = x.reshape(len(x), -1).astype(np.float32) / 255
         w = np.random.default_rng(self.seed).normal(size=(flat.shape[1], self.width)).astype(np.float32)
-        return {0: flat @ w, -1: np.maximum(flat @ w, 0)}
+        first = np.zeros((len(x), self.width), np.float32) if self.dead else flat @ w
+        return {0: first, -1: np.maximum(flat @ w, 0)}
 
 
 class ProjectionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     width: int = 16
+    dead: bool = False  # layer 0 all zeros: features no probe can read
 
 
 class ProjectionSource(ModelSource):
@@ -64,7 +66,7 @@ class ProjectionSource(ModelSource):
             raise TransferscaleError(f"toyproj:{self.ref}: the reference is the projection's seed, an integer")
 
     def load(self):
-        return ProjectionBackbone(int(self.ref), self.options.width)
+        return ProjectionBackbone(int(self.ref), self.options.width, self.options.dead)
 
 
 # ---- a protocol: options, metric, key and measure ------------------------------------------------------
@@ -183,3 +185,20 @@ def test_toy_names_fail_clearly(toys):
         parse_spec(SPEC.format(executor="reverse"))
     with pytest.raises(TransferscaleError, match=r"options of 'toyproj:2'.*width"):
         parse_spec(SPEC.format(executor="local").replace("width = 24", "width = 'wide'"))
+
+
+def test_degenerate_features_are_recorded_not_probed(toys, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERSCALE_CACHE", str(tmp_path / "cache"))
+    text = SPEC.format(executor="local").replace("options = {{ width = 24 }}".replace("{{", "{").replace("}}", "}"),
+                                                 "options = { width = 24, dead = true }")
+    assert "dead = true" in text
+    result = run_study(parse_spec(text), text, tmp_path / "study")
+    assert result.failed == {}
+    df = read_results(tmp_path / "study")
+    dead = df[df.name == "toyproj-2"]
+    flagged = dead[dead.metric == "degenerate_features"]
+    assert flagged.layer.tolist() == [0] and flagged.value.tolist() == [1.0]
+    assert set(dead[dead.metric == "fewshot_accuracy"].layer) == {-1}  # no accuracy for the dead layer
+    assert any("toyproj-2 on toy_blobs, layer 0: training pool: constant features" in n for n in result.notes)
+    alive = df[(df.name == "toyproj-1") & (df.metric == "fewshot_accuracy")]
+    assert set(alive.layer) == {-1, 0}

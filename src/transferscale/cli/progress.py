@@ -43,6 +43,9 @@ class RichProgress(runner.Progress):
         if self.current is not None:
             self.bars.update(self.current, info=text)
 
+    def note(self, text):
+        self.bars.console.print(f"  [yellow]note[/] {text}", highlight=False)
+
     def advance(self, work):
         self.bars.advance(self.study, work)
 

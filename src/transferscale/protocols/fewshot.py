@@ -58,7 +58,7 @@ class FewShot(Protocol):
     section = "probe"
     metric = "fewshot_accuracy"
     Options = FewShotOptions
-    recipe = "eval-v2"  # v2: every layer
+    recipe = "eval-v3"  # v2: every layer; v3: degenerate features recorded, not probed
     always = True
 
     def cost(self, run, task) -> int:
@@ -120,5 +120,12 @@ class FewShot(Protocol):
 
 
 def _problem(x_train, x_test) -> str | None:
-    """Why a layer's features cannot be probed; None while the engine has no such check."""
+    """Why a layer's features cannot be probed (`probe.feature_problem`: non-finite, constant or collapsed
+    features, in the training pool or the test split), else None."""
+    from transferscale.probe import feature_problem
+
+    for split, x in (("training pool", x_train), ("test split", x_test)):
+        problem = feature_problem(x)
+        if problem is not None:
+            return f"{split}: {problem}"
     return None
