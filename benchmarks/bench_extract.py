@@ -22,9 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: spinning th
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
-
 from _timing import best_times  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from transferscale.models.backbone import BATCH  # noqa: E402
 from transferscale.models.grid import TimmBackbone, build_named, pooled_features, to_tensor  # noqa: E402
@@ -74,8 +73,9 @@ def main():
             model = build_named(family, "l").eval()
             extract(model, x[:BATCH])  # warm up: first-call allocations are no side's cost
             n_layers = len(extract_layers(model, x[:2])) - 1
-            t, out = best_times({"plain": lambda: extract(model, x), "all": lambda: extract_layers(model, x),
-                                 "each": lambda: per_layer(model, x, n_layers)}, args.repeats)
+            sides = {"plain": lambda m=model: extract(m, x), "all": lambda m=model: extract_layers(m, x),
+                     "each": lambda m=model, n=n_layers: per_layer(m, x, n)}
+            t, out = best_times(sides, args.repeats)
             (t_plain, plain), (t_all, layers), (t_each, each) = ((t[k], out[k]) for k in ("plain", "all", "each"))
             for layer, feats in layers.items():  # the three sides compute the same features
                 np.testing.assert_allclose(feats, each[layer], rtol=1e-4, atol=1e-4)

@@ -11,8 +11,8 @@ examples. Compared, each with the same few-shot subsets (fewshot_indices) and th
   - LogisticRegression (scikit-learn, lbfgs, max_iter=1000), one fit per l2 with C = 1 / l2: another model,
     its accuracy printed for context only;
   - floor: one bare float32 product of the test features by all l2's weights per (shots, seed).
-Prints times (best of --repeats, the sides taking turns in each repeat) and ratios, the largest accuracy difference to the
-solve loop, and whether the targets hold (>= 20x LogisticRegression, >= 3x the solve loop, accuracies within
+Prints times (best of --repeats, the sides taking turns in each repeat) and ratios, the largest accuracy difference
+to the solve loop, and whether the targets hold (>= 20x LogisticRegression, >= 3x the solve loop, accuracies within
 0.001 of the solve loop's).
 
     python benchmarks/bench_probe.py [--repeats 5] [--quick]
@@ -23,10 +23,10 @@ import argparse
 import warnings
 
 import numpy as np
+from _timing import best_times
 from threadpoolctl import threadpool_limits
 
 from transferscale.probe import _standardise, fewshot_indices, fewshot_probe
-from _timing import best_times
 
 SHOTS, SEEDS, L2 = (1, 5, 10, 25), (0, 1, 2), tuple(2.0 ** np.arange(-6, 18, 2))
 VAL_PER_CLASS = 10
@@ -51,7 +51,7 @@ def _subsets(y):
 def solve_loop(x_tr, y_tr, x_te, y_te):
     classes = np.unique(y_tr)
     out = []
-    for k, s, idx in _subsets(y_tr):
+    for _k, _s, idx in _subsets(y_tr):
         xtr, xte = _standardise(x_tr[idx].astype(np.float64), x_te)
         xte = xte.astype(np.float64)
         targets = 2.0 * (y_tr[idx][:, None] == classes[None]) - 1.0
@@ -71,7 +71,7 @@ def sklearn_loop(model_for, x_tr, y_tr, x_te, y_te, bias_column):
     out, capped = [], 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # non-convergence is counted below instead
-        for k, s, idx in _subsets(y_tr):
+        for _k, _s, idx in _subsets(y_tr):
             xtr, xte = _standardise(x_tr[idx].astype(np.float64), x_te)
             for lam in L2:
                 model = model_for(lam).fit(xtr[:, cols], y_tr[idx])

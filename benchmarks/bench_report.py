@@ -1,8 +1,8 @@
 """How long `transferscale report` takes on a study the size of the embedded default, against its 30 s budget.
 
 The default study has 27 trained runs (ViT, MLP-Mixer, ResNet x 3 sizes x 3 budgets), 10 baselines, 8 tasks,
-4 shot counts, 3 seeds and layer-wise probes. This writes a store of that shape with synthetic accuracies (the report's cost
-depends on the shape, not on the values), builds the report, and prints each stage's time and the share of
+4 shot counts, 3 seeds and layer-wise probes. This writes a store of that shape with synthetic accuracies (the
+report's cost depends on the shape, not on the values), builds the report, and prints each stage's time and the share of
 the budget, next to the bare saturation fits (fit_saturation, hull, 200 resamples) timed in the same run: the
 ratio says how much the page adds to the analysis it shows. Pass a study directory to time a real one.
 

@@ -9,9 +9,22 @@ import sys
 import numpy as np
 import pytest
 
-from transferscale.data import (Dataset, affine, dataset_options, describe, generate_fractals, invert,
-                                list_datasets, load_dataset, load_fashion_mnist, random_affine, read_idx)
-from transferscale.data import catalog, fractals, sources
+from transferscale.data import (
+    Dataset,
+    affine,
+    catalog,
+    dataset_options,
+    describe,
+    fractals,
+    generate_fractals,
+    invert,
+    list_datasets,
+    load_dataset,
+    load_fashion_mnist,
+    random_affine,
+    read_idx,
+    sources,
+)
 from transferscale.errors import TransferscaleError
 
 SMALL_FRACTALS = dict(classes=6, heldout=3, train_per_class=20, test_per_class=8)

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferscale.data import Dataset, dataset_options, list_datasets, load_dataset
-from transferscale.data import folders, registry
+from transferscale.data import Dataset, dataset_options, folders, list_datasets, load_dataset, registry
 from transferscale.data.dataset import InputSpec
 from transferscale.errors import TransferscaleError
 

@@ -58,7 +58,8 @@ def test_added_task_evaluates_only_the_new_task(tiny_spec):
     path, out = tiny_spec()
     _run(path)
     before = read_results(out)
-    path.write_text(path.read_text().replace('"sklearn_digits_shifted"]', '"sklearn_digits_shifted", "sklearn_digits"]'))
+    more = '"sklearn_digits_shifted", "sklearn_digits"]'
+    path.write_text(path.read_text().replace('"sklearn_digits_shifted"]', more))
     checkpoints = {p: p.stat().st_mtime_ns for p in (out / "checkpoints").glob("*.pt")}
     progress = _Counting()
     result = _run(path, progress=progress)

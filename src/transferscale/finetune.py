@@ -123,8 +123,8 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
     """Fine-tune a copy of `model` on (x_train, y_train) and report its test accuracy.
 
     `preprocess` maps a batch of the dataset's raw images (uint8 (N, H, W[, C])) to the model's input (by
-    default the grid models' `to_tensor`). The caller's model is left as it was. Raises `RunFailed` when the loss or the weights stop being finite, or
-    the loss grows to `DIVERGED` times its first value, log(num_classes).
+    default the grid models' `to_tensor`). The caller's model is left as it was. Raises `RunFailed` when the
+    loss or the weights stop being finite, or the loss grows to `DIVERGED` times its first value, log(num_classes).
     """
     _check_inputs(x_train, y_train, x_test, y_test, num_classes, steps, batch_size)
     start = time.perf_counter()

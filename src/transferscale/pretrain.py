@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from transferscale.models.grid import PIXEL_SCALE, PIXEL_SHIFT, build_model, to_tensor
 
 
-
 class RunFailed(Exception):
     """A run that cannot finish (diverged loss, bad data); recorded as failed, the study goes on."""
 

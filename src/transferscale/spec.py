@@ -10,7 +10,7 @@ import tomllib
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
@@ -109,7 +109,7 @@ def _model_kind(value: Any) -> str:
     return "grid" if source in (None, "grid") else "pretrained"
 
 
-ModelEntry = Annotated[Union[Annotated[ModelGroup, Tag("grid")], Annotated[PretrainedModel, Tag("pretrained")]],
+ModelEntry = Annotated[Annotated[ModelGroup, Tag("grid")] | Annotated[PretrainedModel, Tag("pretrained")],
                        Discriminator(_model_kind)]
 
 

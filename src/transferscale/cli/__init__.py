@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Optional  # noqa: E402
+from typing import Annotated  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -37,7 +37,7 @@ console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True) if Console(stderr=True).is_terminal else Console(stderr=True, width=200)
 
 StudyDir = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Argument(help="A study's output directory (holds results.sqlite). Default: the default study's."),
 ]
 
@@ -57,12 +57,13 @@ def _resolve_dir(study_dir: Path | None) -> Path:
 
 @app.command()
 def run(
-    spec: Annotated[Optional[Path], typer.Argument(help="Study spec (TOML). Default: the embedded default study.")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Apply the spec's [quick] table: fewer, smaller runs.")] = False,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
+    spec: Annotated[Path | None, typer.Argument(help="Study spec (TOML). Default: the embedded default study.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Apply the spec's [quick] table: fewer, smaller runs.")
+                     ] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run again the runs that failed before.")] = False,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Where generated datasets are cached.")] = None,
-    executor: Annotated[Optional[str], typer.Option(help="Where jobs run (default: the spec's `executor`, "
+    cache_dir: Annotated[Path | None, typer.Option(help="Where generated datasets are cached.")] = None,
+    executor: Annotated[str | None, typer.Option(help="Where jobs run (default: the spec's `executor`, "
                                                     "local).")] = None,
 ) -> None:
     """Run a study, or resume it: finished runs are never redone."""
@@ -81,7 +82,7 @@ def run(
         _fail(err)
     except KeyboardInterrupt:
         err_console.print("interrupted; run the same command again to finish the rest")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     console.print(
         f"[bold green]done[/] in {result.seconds:.0f} s: {len(result.done)} run(s) finished, "
         f"{result.skipped} already done, {len(result.failed)} failed."
@@ -120,7 +121,7 @@ def status(study_dir: StudyDir = None) -> None:
 def results(
     study_dir: StudyDir = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet")] = "table",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write (csv/parquet).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (csv/parquet).")] = None,
     raw: Annotated[bool, typer.Option(help="With --format table: every measurement, not the summary.")] = False,
 ) -> None:
     """Print a study's results, or export the tidy measurement table as CSV or Parquet."""

@@ -84,7 +84,8 @@ def probe_command(
     task: Annotated[list[str], typer.Option("--task", "-t", help="A downstream dataset; repeat for several.")],
     weights: Annotated[str | None, typer.Option(help="Weights file (or package) for a single timm: --model.")] = None,
     option: Annotated[list[str] | None, typer.Option(
-        "--option", "-O", help="A model-source option KEY=VALUE for every --model (e.g. img_size=160); repeat.")] = None,
+        "--option", "-O", help="A model-source option KEY=VALUE for every --model (e.g. img_size=160); repeat.")
+    ] = None,
     shots: Annotated[list[int] | None, typer.Option("--shots", help="Shot counts; repeat. Default 1 5 10 25.")] = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Number of few-shot seeds.")] = 3,
     layers: Annotated[str, typer.Option(help="all (every layer) or final.")] = "all",
@@ -101,8 +102,8 @@ def probe_command(
 
     Example: transferscale probe --model timm:tf_efficientnet_lite0 --task sklearn_digits --option img_size=160
     """
-    from transferscale.engine.runner import run_study
     from transferscale.cli.progress import RichProgress
+    from transferscale.engine.runner import run_study
     from transferscale.spec import parse_spec
     from transferscale.store import read_results
 

@@ -19,8 +19,14 @@ from transferscale.data import hf as _hf  # noqa: F401
 from transferscale.data import text as _text  # noqa: F401
 from transferscale.data.dataset import Dataset
 from transferscale.data.fractals import generate_fractals
-from transferscale.data.registry import (DATA_VERSION, dataset_options, describe, list_datasets, load_dataset,
-                                         register_dataset)
+from transferscale.data.registry import (
+    DATA_VERSION,
+    dataset_options,
+    describe,
+    list_datasets,
+    load_dataset,
+    register_dataset,
+)
 from transferscale.data.sources import load_fashion_mnist, load_opencv_digits, load_sklearn_digits, read_idx
 from transferscale.data.transforms import affine, invert, random_affine
 
