@@ -22,6 +22,9 @@ from transferscale.spec import ModelGroup, PretrainedModel, StudySpec, TrainingS
 # Bump when the training code changes what it computes, so old results are not reused.
 TRAIN_RECIPE = "train-v1"
 
+# Runs that are reference points, never fit points: random initialisations and the raw-input baselines.
+BASELINE_KINDS = ("random_init", "pixels", "words")
+
 # Training settings that show in a run's name when they differ from the defaults, and their short labels.
 _NAMED_SETTINGS = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_fraction": "wu",
                    "max_shift": "shift", "seed": "seed"}
@@ -49,7 +52,7 @@ class Run:
 
     key: str
     name: str
-    kind: str  # "trained", "random_init", "pixels" or "pretrained"
+    kind: str  # "trained", "random_init", "pixels", "words" or "pretrained"
     family: str  # a grid family, "pixels", or a model source's prefix
     size: str | None
     config: dict
@@ -57,7 +60,7 @@ class Run:
 
     @property
     def is_baseline(self) -> bool:
-        return self.kind in ("random_init", "pixels")
+        return self.kind in BASELINE_KINDS
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,9 @@ def make_plan(spec: StudySpec) -> Plan:
     if spec.baselines.pixels and any(t.modality == "image" for t in tasks):
         config = {"kind": "pixels", "recipe": TRAIN_RECIPE}
         runs.append(Run(config_key(config), "pixels", "pixels", "pixels", None, config))
+    if spec.baselines.words and any(t.modality == "text" for t in tasks):
+        config = {"kind": "words", "recipe": TRAIN_RECIPE}
+        runs.append(Run(config_key(config), "bag-of-words", "words", "words", None, config, "text"))
     _check_unique(runs)
     protocols = {}
     for name in PROTOCOLS.list():

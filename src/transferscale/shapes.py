@@ -60,10 +60,6 @@ SIZES: dict[str, dict[str, object]] = {
 }
 
 
-def list_families() -> list[str]:
-    return sorted(FAMILIES)
-
-
 def resolve_shape(family: str, size: str, overrides: dict | None = None):
     """The shape for (family, size), with field overrides applied; unknown names fail with a hint."""
     if family not in FAMILIES:

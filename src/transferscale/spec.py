@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, Validatio
 from transferscale.errors import TransferscaleError, did_you_mean
 from transferscale.shapes import FAMILIES, SIZES, resolve_shape
 
-BUILTIN_STUDIES = ("default",)
+# Specs shipped in the package (studies/NAME.toml): `transferscale run NAME` runs one, `init --study NAME` copies it.
+BUILTIN_STUDIES = ("default", "efficientnet_lite", "minilm_text")
 
 
 class _Strict(BaseModel):
@@ -99,8 +100,15 @@ class PretrainedModel(_Strict):
         except TransferscaleError as err:
             raise ValueError(str(err)) from None
         except _VE as err:
-            raise ValueError(f"options of {self.source!r}: " + "; ".join(
-                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+            from transferscale.models.source import SOURCES, split_ref
+
+            valid = SOURCES.get(split_ref(self.source)[0]).Options.model_fields
+            problems = []
+            for e in err.errors():
+                where = ".".join(map(str, e["loc"]))
+                hint = f"; {did_you_mean(where, valid)}" if e["type"] == "extra_forbidden" else ""
+                problems.append(f"{where}: {e['msg']}{hint}")
+            raise ValueError(f"options of {self.source!r}: " + "; ".join(problems)) from None
         return self
 
 
@@ -146,9 +154,11 @@ class DownstreamSpec(_Strict):
 
 
 class BaselineSpec(_Strict):
-    """Rows every study measures: raw pixels, and each model of the grid at random initialisation."""
+    """Rows every study measures: the raw input (pixels of image tasks, a hashed bag of words of text tasks), and
+    each model of the grid at random initialisation."""
 
     pixels: bool = True
+    words: bool = True
     random_init: bool = True
 
 
@@ -302,7 +312,11 @@ def _model_of(annotation) -> type[BaseModel] | None:
 def _format_errors(err: ValidationError, where: str = "") -> list[str]:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in [*([where] if where else []), *e["loc"]])
+        parts = [*([where] if where else []), *e["loc"]]
+        # a [[models]] entry's union tag ("grid" / "pretrained") says nothing the user wrote
+        parts = [p for i, p in enumerate(parts)
+                 if not (p in ("grid", "pretrained") and i and isinstance(parts[i - 1], int))]
+        loc = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in parts)
         msg = e["msg"].removeprefix("Value error, ")
         got = e.get("input")
         shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
@@ -352,12 +366,16 @@ def builtin_spec_text(name: str = "default") -> str:
 
 
 def load_spec(path: str | Path | None = None, *, quick: bool = False) -> tuple[StudySpec, str]:
-    """Load a spec file (or the embedded default when `path` is None); returns the spec and its text."""
+    """Load a spec file, or a built-in study by name (the embedded default when `path` is None); returns the
+    spec and its text. A file of that name wins over a built-in study."""
     if path is None:
         text, source = builtin_spec_text("default"), "the default study"
+    elif not Path(path).is_file() and str(path) in BUILTIN_STUDIES:
+        text, source = builtin_spec_text(str(path)), f"the built-in study {path}"
     else:
         path = Path(path)
         if not path.is_file():
-            raise TransferscaleError(f"no study spec at {path}; write one with `transferscale init {path}`")
+            raise TransferscaleError(f"no study spec at {path}; write one with `transferscale init {path}`, or "
+                                     f"name a built-in study: {', '.join(BUILTIN_STUDIES)}")
         text, source = path.read_text(), str(path)
     return parse_spec(text, quick=quick, source=source), text

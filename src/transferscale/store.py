@@ -182,7 +182,7 @@ class Store:
 
         df = pd.read_sql_query(
             """SELECT m.run, r.name,
-                      CASE WHEN r.kind IN ('random_init', 'pixels') THEN 'baseline' ELSE r.kind END AS kind,
+                      CASE WHEN r.kind IN ('random_init', 'pixels', 'words') THEN 'baseline' ELSE r.kind END AS kind,
                       r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, {depth},
                       m.l2, m.value
                FROM measurements m JOIN runs r ON r.key = m.run ORDER BY r.rowid, m.metric, m.task, m.shots,

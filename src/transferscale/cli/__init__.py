@@ -57,7 +57,9 @@ def _resolve_dir(study_dir: Path | None) -> Path:
 
 @app.command()
 def run(
-    spec: Annotated[Path | None, typer.Argument(help="Study spec (TOML). Default: the embedded default study.")] = None,
+    spec: Annotated[Path | None, typer.Argument(
+        help="Study spec (TOML), or a built-in study's name (efficientnet_lite, minilm_text). Default: the embedded "
+        "default study.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Apply the spec's [quick] table: fewer, smaller runs.")
                      ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
@@ -96,13 +98,20 @@ def run(
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the spec.")] = Path("study.toml"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+    study: Annotated[str, typer.Option(help="Which built-in study: default, efficientnet_lite, minilm_text.")
+                     ] = "default",
 ) -> None:
-    """Write the embedded default study's spec to a file, to edit and run with `transferscale run FILE`."""
+    """Write a built-in study's spec (the default study unless --study says) to a file, to edit and run with
+    `transferscale run FILE`."""
     from transferscale.spec import builtin_spec_text
 
     if path.exists() and not force:
         _fail(TransferscaleError(f"{path} exists; pass --force to overwrite it or choose another path"))
-    path.write_text(builtin_spec_text("default"))
+    try:
+        text = builtin_spec_text(study)
+    except TransferscaleError as err:
+        _fail(err)
+    path.write_text(text)
     console.print(f"wrote {path}; edit it, then `transferscale run {path}`")
 
 

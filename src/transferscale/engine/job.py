@@ -40,10 +40,10 @@ class JobFailure:
 
 def build_backbone(run: Run, ctx: JobContext):
     """The run's model as a Backbone, and the seconds spent training it (0 when nothing was trained)."""
-    if run.kind == "pixels":
-        from transferscale.models.pixels import PixelBackbone
+    if run.kind in ("pixels", "words"):
+        from transferscale.models.pixels import PixelBackbone, WordsBackbone
 
-        return PixelBackbone(), 0.0
+        return (PixelBackbone() if run.kind == "pixels" else WordsBackbone()), 0.0
     if run.kind == "pretrained":
         from transferscale.models.source import make_source
 

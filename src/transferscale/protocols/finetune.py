@@ -49,7 +49,7 @@ class Finetune(Protocol):
 
     def tasks_for(self, plan, run) -> list:
         ft = self.options
-        if run.kind == "pixels" or not any(fnmatch.fnmatchcase(run.name, p) for p in ft.runs):
+        if run.kind in ("pixels", "words") or not any(fnmatch.fnmatchcase(run.name, p) for p in ft.runs):
             return []
         return [task for task in plan.tasks_of(run) if task.name in ft.tasks]
 

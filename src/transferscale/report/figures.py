@@ -18,6 +18,8 @@ from transferscale.report.numbers import Analysis
 DS_LABEL = "DS accuracy (fraction)"
 
 
+RAW_KINDS = {"pixels": "raw pixels", "words": "bag of words"}  # the raw-input baselines, by run kind
+
 def frontier_grid(data: ReportData, res: Analysis) -> bytes:
     """Every (task, shots) panel: points by family / size / budget, the hull, both fits, 1 - e_IR.
 
@@ -82,12 +84,14 @@ def _baselines_at(data: ReportData, task, shots):
 
 
 def _baseline_lines(ax, base) -> None:
-    """Raw pixels: black dotted; random init: the best size per family, dashed in the family colour."""
+    """Raw input (pixels, bag of words): black dotted; random init: the best size per family, dashed in the
+    family colour."""
     if base.empty:
         return
-    for _, r in base[base["run_kind"] == "pixels"].iterrows():
+    raw = base["run_kind"].isin(RAW_KINDS)
+    for _, r in base[raw].iterrows():
         ax.axhline(r["ds_acc"], color="#222222", ls=":", lw=1.1, zorder=1)
-    rnd = base[base["run_kind"] != "pixels"]
+    rnd = base[~raw]
     for fam, g in rnd.groupby("family"):
         ax.axhline(g["ds_acc"].max(), color=style.family_colour(fam), ls=(0, (4, 2)), lw=0.9, alpha=0.75,
                    zorder=1)
@@ -166,8 +170,8 @@ def _frontier_legend(data: ReportData) -> list:
           Line2D([], [], color=style.ALL_FIT_COLOUR, ls="--", label="fit on all points"),
           Patch(color=style.SATURATION_COLOUR, alpha=0.45, label="1 − e_IR (95% CI)")]
     kinds = set(data.baselines["run_kind"]) if not data.baselines.empty else set()
-    if "pixels" in kinds:
-        lines.append(Line2D([], [], color="#222222", ls=":", label="raw pixels (baseline)"))
-    if kinds - {"pixels"}:
+    for kind in sorted(kinds & set(RAW_KINDS)):
+        lines.append(Line2D([], [], color="#222222", ls=":", label=f"{RAW_KINDS[kind]} (baseline)"))
+    if kinds - set(RAW_KINDS):
         lines.append(Line2D([], [], color="#777777", ls=(0, (4, 2)), label="random init, best size (baseline)"))
     return [h, lines]

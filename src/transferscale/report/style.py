@@ -37,8 +37,10 @@ RC = {
     "figure.facecolor": "white",
 }
 
-FAMILY_COLOURS = {"vit": "#1f77b4", "mixer": "#2ca02c", "resnet": "#d62728", "pixels": "#444444"}
-FAMILY_LABELS = {"vit": "ViT", "mixer": "MLP-Mixer", "resnet": "ResNet", "pixels": "raw pixels"}
+FAMILY_COLOURS = {"vit": "#1f77b4", "mixer": "#2ca02c", "resnet": "#d62728", "pixels": "#444444",
+                  "words": "#444444"}
+FAMILY_LABELS = {"vit": "ViT", "mixer": "MLP-Mixer", "resnet": "ResNet", "pixels": "raw pixels",
+                 "words": "bag of words", "timm": "timm (pretrained)", "hf": "Hugging Face (pretrained)"}
 _OTHER_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#ff7f0e", "#7f7f7f"]
 SIZE_MARKERS = {"s": "o", "m": "s", "l": "^", "xl": "D"}
 HULL_COLOUR = "#111111"
