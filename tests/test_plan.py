@@ -71,3 +71,11 @@ def test_grid_models_need_a_training_table():
         "[training]\nbudgets = [{ data_fraction = 0.5, steps = 30 }]\n", "")
     with pytest.raises(TransferscaleError, match=r"grid models .* but no \[training\] table"):
         parse_spec(text)
+
+
+def test_a_source_model_at_random_init_is_a_baseline():
+    text = GRID.format(tasks='"fractals_heldout"', extra="").replace(
+        'name = "plan"\n', 'name = "plan"\n[[models]]\nsource = "timm:tf_efficientnet_lite0"\n'
+        'options = { random_init = true, img_size = 64 }\n')
+    run = make_plan(parse_spec(text)).runs[0]
+    assert (run.name, run.kind, run.is_baseline) == ("tf_efficientnet_lite0-64-random", "random_init", True)

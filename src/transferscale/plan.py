@@ -167,7 +167,8 @@ def _pretrained_run(entry: PretrainedModel) -> Run:
     config = source.config()
     if entry.upstream_accuracy is not None:
         config["upstream_accuracy"] = {"dataset": entry.upstream, "value": entry.upstream_accuracy}
-    return Run(config_key(config), entry.name or source.default_name(), "pretrained", source.prefix, None, config,
+    kind = "random_init" if source.is_baseline() else "pretrained"
+    return Run(config_key(config), entry.name or source.default_name(), kind, source.prefix, None, config,
                source.modality)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path  # noqa: E402
 from typing import Annotated  # noqa: E402
 
 import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
+from rich.console import Console
+from rich.markup import escape  # noqa: E402
 
 from transferscale.cli.fit import fit_command  # noqa: E402
 from transferscale.cli.probe import probe_command  # noqa: E402
@@ -43,7 +44,7 @@ StudyDir = Annotated[
 
 
 def _fail(err: TransferscaleError) -> None:
-    err_console.print(f"[bold red]error:[/] {err}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     raise typer.Exit(2)
 
 

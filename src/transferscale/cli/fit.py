@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from transferscale.errors import TransferscaleError
@@ -59,7 +60,7 @@ def fit_command(
         fits = fit_saturation(table, us="us_acc", ds="ds_acc", by=by_cols, points=points,
                               n_bootstrap=n_bootstrap, random_state=seed)
     except TransferscaleError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     for note in notes:
         console.print(f"[yellow]note:[/yellow] {note}")

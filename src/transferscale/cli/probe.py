@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from transferscale.errors import TransferscaleError
@@ -131,7 +132,7 @@ def probe_command(
             console.print(f"  [red]failed[/] {run_name}: {reason}")
         df = read_results(study_dir)
     except TransferscaleError as err:
-        Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None
     for t in task:
         console.print(layer_table(df, t))

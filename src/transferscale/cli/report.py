@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from transferscale.errors import TransferscaleError
 
@@ -81,7 +82,7 @@ def report_command(
         command = _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis)
         build_report(data, path, n_bootstrap=n_bootstrap, seed=seed, command=command)
     except TransferscaleError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
     for note in data.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

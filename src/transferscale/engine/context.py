@@ -81,7 +81,7 @@ class JobContext:
         if run.key not in self._ids:
             if run.kind == "trained":
                 self._ids[run.key] = checkpoint_identity(self.checkpoint_path(run))
-            elif run.kind == "pretrained":
+            elif "source" in run.config:
                 self._ids[run.key] = backbone.source_identity
             else:
                 self._ids[run.key] = f"{run.kind}:{run.key}"

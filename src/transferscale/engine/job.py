@@ -44,7 +44,7 @@ def build_backbone(run: Run, ctx: JobContext):
         from transferscale.models.pixels import PixelBackbone, WordsBackbone
 
         return (PixelBackbone() if run.kind == "pixels" else WordsBackbone()), 0.0
-    if run.kind == "pretrained":
+    if "source" in run.config:  # a model a source provides (pretrained, or its architecture at random init)
         from transferscale.models.source import make_source
 
         ctx.phase("loading the model")
@@ -75,7 +75,7 @@ def upstream_rows(run: Run, backbone, ctx: JobContext) -> list:
     study trains (and their random inits), or the value the spec gives for a pretrained model."""
     from transferscale.store import Measurement
 
-    if run.kind in ("trained", "random_init"):
+    if run.kind in ("trained", "random_init") and "source" not in run.config:
         ctx.phase("upstream accuracy")
         up = ctx.upstream()
         return [Measurement("upstream_accuracy", ctx.spec.upstream.dataset, backbone.accuracy(up.x_test, up.y_test))]

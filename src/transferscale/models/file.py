@@ -18,8 +18,8 @@ and plain containers. A file that needs more fails with a message; `trust_pickle
 unpickling, which can run code stored in the file, so only for files whose origin you trust.
 
 (a) and (b) read images like `timm:` models (resized to img_size, the model's pretrained mean and std; img_size
-None = its pretrained input size); (c) reads them like the study's own grid models (x / 255 * 2 - 1, the
-size and channels it was built for).
+None = its pretrained input size; in_chans None = what the file's first convolution reads); (c) reads them
+like the study's own grid models (x / 255 * 2 - 1, the size and channels it was built for).
 
 Importing this module does not import torch; the spec validates `Options` without loading anything.
 """

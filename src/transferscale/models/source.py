@@ -43,6 +43,10 @@ class ModelSource:
     def check(self) -> None:
         """Raise TransferscaleError (or ValueError) when the reference or options cannot work, before any work."""
 
+    def is_baseline(self) -> bool:
+        """True for a reference point that is never a fit point (e.g. the architecture at random init)."""
+        return False
+
     def default_name(self) -> str:
         """The run's name when the spec gives none: readable, and the same for the same config."""
         return f"{self.prefix}-{self.ref}".replace("/", "-")

@@ -57,6 +57,8 @@ class TimmOptions(BaseModel):
     weights: str | None = None  # a state-dict file, or an installed package holding one
     img_size: int | None = Field(default=None, gt=0)  # square input side; None = the model's pretrained size
     batch_size: int = Field(default=16, gt=0)  # small batches run fastest on CPU (see TimmPretrainedBackbone)
+    # the architecture at timm's own initialisation (seeded with 0), no weights: the random-init baseline
+    random_init: bool = False
 
 
 # ---- weights files ----------------------------------------------------------------------------------------
@@ -341,7 +343,13 @@ class TimmSource(ModelSource):
     modality = "image"
 
     def check(self) -> None:
-        self._weights_path = resolve_weights(self.ref, self.options.weights)  # fails early: no file or package
+        if self.options.random_init and self.options.weights is not None:
+            raise TransferscaleError(f"timm:{self.ref}: random_init = true takes no weights; drop one of the two")
+        if not self.options.random_init:
+            self._weights_path = resolve_weights(self.ref, self.options.weights)  # fails early: no file or package
+
+    def is_baseline(self) -> bool:
+        return self.options.random_init
 
     @property
     def weights_path(self) -> Path:
@@ -351,7 +359,8 @@ class TimmSource(ModelSource):
 
     def default_name(self) -> str:
         name = self.ref.replace("/", "-")
-        return name if self.options.img_size is None else f"{name}-{self.options.img_size}"
+        name = name if self.options.img_size is None else f"{name}-{self.options.img_size}"
+        return f"{name}-random" if self.options.random_init else name
 
     def img_size(self) -> int:
         """The input side: options.img_size, else the model's pretrained input size (imports timm)."""
@@ -364,6 +373,8 @@ class TimmSource(ModelSource):
 
     def identity(self) -> str:
         """"sha256:<weights file digest>" plus the model name and the input size the features are taken at."""
+        if self.options.random_init:
+            return f"random_init:seed=0;model={self.ref};img_size={self.img_size()}"
         if not hasattr(self, "_digest"):
             self._digest = file_sha256(self.weights_path)
         return f"sha256:{self._digest};model={self.ref};img_size={self.img_size()}"
@@ -376,8 +387,15 @@ class TimmSource(ModelSource):
 
         if not timm.is_model(self.ref):
             raise TransferscaleError(f"timm has no model {self.ref!r}; {did_you_mean(self.ref, timm.list_models())}")
-        path = self.weights_path
-        model = timm.create_model(self.ref, pretrained=False, pretrained_cfg_overlay={"file": str(path)})
-        load_state_into(model, read_state_dict(path), f"timm:{self.ref} with weights {path}")
+        if self.options.random_init:  # timm's own initialisation, seeded; the caller's random state is kept
+            import torch
+
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model = timm.create_model(self.ref, pretrained=False)
+        else:
+            path = self.weights_path
+            model = timm.create_model(self.ref, pretrained=False, pretrained_cfg_overlay={"file": str(path)})
+            load_state_into(model, read_state_dict(path), f"timm:{self.ref} with weights {path}")
         model.eval()
         return timm_backbone(model, img_size=self.img_size(), batch_size=self.options.batch_size)

@@ -82,8 +82,15 @@ def load_study(study_dir: Path) -> ReportData:
     pts = study_points(results)
     pts = pts[pts["run"].map(kinds) != "baseline"]
     if pts.empty:
-        raise TransferscaleError(f"the study at {study_dir} has no finished trained runs yet (only baselines); "
-                                 "make the report when some trained runs are done")
+        models = results[results["kind"] != "baseline"]
+        if models.empty:
+            raise TransferscaleError(f"the study at {study_dir} has no finished model runs yet (only baselines); "
+                                     "make the report when some are done")
+        raise TransferscaleError(
+            f"no model of the study at {study_dir} has an upstream accuracy, the x axis of every figure here; give "
+            "each pretrained model its published value (`upstream_accuracy = 0.75` in its [[models]] entry) and "
+            "run the study again (the features are cached: only the probes run again), or read its per-layer "
+            f"accuracies with `transferscale results {study_dir} --format csv`")
     runs_info = _run_descriptors(results, configs)
     points = _final_layer(pts).merge(runs_info, on="run", how="left")
     points = points.rename(columns={"name": "model"})[[*POINT_COLUMNS, "upstream"]]
