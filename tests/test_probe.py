@@ -342,3 +342,34 @@ def test_fewshot_probe_refuses_degenerate_features(which):
     assert isinstance(err.value, TransferscaleError)
     expected = "the training pool: constant" if which == "train" else "the test split: non-finite"
     assert err.value.reason.startswith(expected)
+
+
+@pytest.mark.slow
+def test_a_probe_does_not_depend_on_the_rest_of_the_sweep(tmp_path, monkeypatch):
+    """Adding shot counts, seeds or l2 values to a sweep leaves every other probe's accuracy bit-identical.
+
+    On these features (a random-init ResNet-m's layers on inverted Fashion-MNIST: a wide dynamic range and
+    many near-ties) the fused float32 scoring this replaced moved 3 rows of layer 4 and 3 of the final layer
+    by up to 0.003 when shots, seeds and l2 values joined [1, 5, 10, 25]: a product's rounding depends on
+    its shape.
+    """
+    monkeypatch.setenv("TRANSFERSCALE_CACHE", str(tmp_path / "cache"))
+    from transferscale.engine.context import JobContext
+    from transferscale.engine.job import build_backbone
+    from transferscale.spec import load_spec
+
+    ctx = JobContext(load_spec(None)[0], tmp_path / "study")
+    run = next(r for r in ctx.plan.runs if r.name == "resnet-m-random")
+    backbone, _ = build_backbone(run, ctx)
+    ds = ctx.dataset(ctx.plan.task("fashion_mnist_inverted"))
+    train, test = backbone.layers(ds.x_train), backbone.layers(ds.x_test)
+    keys = ["shots", "seed", "l2"]
+    assert sorted(train) == [-1, 0, 1, 2, 3, 4]
+    for layer in train:
+        base = fewshot_probe(train[layer], ds.y_train, test[layer], ds.y_test, shots=[1, 5, 10, 25],
+                             seeds=[0, 1, 2], l2=[1024.0], check_features=False)
+        more = fewshot_probe(train[layer], ds.y_train, test[layer], ds.y_test, shots=[1, 2, 5, 10, 25, 40],
+                             seeds=[2, 0, 1, 7], l2=[3.0, 1024.0, 1e5], check_features=False)
+        both = base.merge(more, on=keys, suffixes=("", "_more"))
+        assert len(both) == len(base) == 12
+        assert (both.accuracy == both.accuracy_more).all(), both[both.accuracy != both.accuracy_more]

@@ -217,8 +217,14 @@ def test_the_engine_gives_the_results_it_gave_before_the_restructuring(tiny_spec
     both = old.merge(new, on=keys, how="outer", suffixes=("_old", "_new"), indicator=True)
     assert (both["_merge"] == "both").all(), both[both["_merge"] != "both"][["name", "metric", "task"]]
     assert len(both) == len(old) == 158
-    assert (both.value_old - both.value_new).abs().max() <= 1e-6
     assert (both.depth_old - both.depth_new).abs().max() <= 1e-9
+    changed = both[(both.value_old - both.value_new).abs() > 1e-6]
+    # One deliberate change since: every probe is scored by products of its own fixed shape (probe.py,
+    # `_accuracies`), so no probe depends on the rest of the sweep. It moved only 1-shot probes of the random-init
+    # ResNet's last stage and final layer, whose features are clumped (many examples share one vector) and tie.
+    assert len(changed) <= 6, changed[["name", "task", "shots", "seed", "layer", "value_old", "value_new"]]
+    assert set(changed.name) <= {"resnet-s-random"} and set(changed.layer) <= {4, -1}
+    assert set(changed.shots) <= {1} and (changed.value_old - changed.value_new).abs().max() <= 0.03
 
 
 def test_too_many_shots_fails_before_any_training(tiny_spec):

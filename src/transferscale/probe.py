@@ -42,7 +42,7 @@ import numpy as np
 from transferscale.errors import TransferscaleError
 
 METHODS = ("ridge", "logistic")
-_CHUNK_FLOATS = 2_000_000  # test scores held at once (8 MB of float32), whatever the test split's size
+_ROWS = 2048  # examples scored per product: a fixed shape, so rounding never depends on the rest of the sweep
 BIAS = 1.0  # the appended constant column; big_vision's fewshot_lsr uses 100 (see the module docstring)
 FEATURE_RTOL = 1e-6  # spreads at or below this fraction of the features' scale count as no spread
 MAX_SHARED = 0.5  # more than this share of examples with one feature vector: the features have collapsed
@@ -335,19 +335,19 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
                 centre: np.ndarray, scale: np.ndarray, bias: float = BIAS) -> np.ndarray:
     """Accuracy (len(probes) x n_l2) of every probe from `_shot_probes` on examples (x, y), in float32.
 
-    The examples are grouped by label, so each block of rows is scored against one known class; all the
-    unfactored probes share one matrix product, the factored ones one product with their stacked bases.
+    The examples are grouped by label, so each block of rows is scored against one known class.
+    Invariance: a float32 product's rounding depends on the shapes it is computed at (a BLAS kernel sums in
+    another order when the number of rows or columns changes), so fusing several probes into one product would
+    make a probe's accuracy depend on what else is in the sweep. Each (probe, l2) is therefore scored by its own
+    products, over row chunks of a fixed size `_ROWS` within each label block: its result depends only on its
+    own weights and the examples, never on the other shots, seeds or l2 values of the sweep.
     """
     n_c = len(classes)
-    direct = [i for i, (basis, _) in enumerate(probes) if basis is None]
-    factored = [i for i, (basis, _) in enumerate(probes) if basis is not None]
-    w_direct = np.concatenate([probes[i][1].reshape(-1, n_c, n_l2) for i in direct], axis=2).reshape(
-        -1, n_c * n_l2 * len(direct)).astype(np.float32) if direct else None
-    bases = np.hstack([probes[i][0] for i in factored]).astype(np.float32) if factored else None
-    coefs = [probes[i][1].astype(np.float32) for i in factored]
-    bounds = np.cumsum([0] + [len(c) for c in coefs])
-    width = n_c * n_l2 * len(probes) + bounds[-1]
-    step = max(32, _CHUNK_FLOATS // width)
+    parts = []  # per probe: (basis or None, [weights or coef of each l2], float32)
+    for basis, w in probes:
+        cols = w.reshape(-1, n_c, n_l2) if basis is None else w.reshape(len(w), n_c, n_l2)
+        per_l2 = [np.ascontiguousarray(cols[:, :, j], dtype=np.float32) for j in range(n_l2)]
+        parts.append((None if basis is None else np.ascontiguousarray(basis, dtype=np.float32), per_l2))
 
     y = np.asarray(y)
     label = np.searchsorted(classes, y).clip(0, n_c - 1)
@@ -357,16 +357,12 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
     z = _augment(np.asarray(x)[order[first[0]:]], centre, scale, np.float32, bias=bias)
     correct = np.zeros((len(probes), n_l2), dtype=np.int64)
     for c in range(n_c):
-        for i in range(first[c] - first[0], first[c + 1] - first[0], step):
-            rows = z[i:min(i + step, first[c + 1] - first[0])]
-            if w_direct is not None:
-                correct[direct] += _n_correct((rows @ w_direct).reshape(len(rows), n_c, -1), c).reshape(
-                    len(direct), n_l2)
-            if bases is not None:
-                k = rows @ bases
-                for f, (j, coef) in enumerate(zip(factored, coefs)):
-                    scores = (k[:, bounds[f]:bounds[f + 1]] @ coef).reshape(len(rows), n_c, n_l2)
-                    correct[j] += _n_correct(scores, c)
+        for i in range(first[c] - first[0], first[c + 1] - first[0], _ROWS):
+            rows = z[i:min(i + _ROWS, first[c + 1] - first[0])]
+            for p, (basis, per_l2) in enumerate(parts):
+                k = rows if basis is None else rows @ basis
+                for j, w in enumerate(per_l2):
+                    correct[p, j] += _n_correct((k @ w)[:, :, None], c)[0]
     return correct / len(y)
 
 

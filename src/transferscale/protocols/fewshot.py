@@ -58,7 +58,8 @@ class FewShot(Protocol):
     section = "probe"
     metric = "fewshot_accuracy"
     Options = FewShotOptions
-    recipe = "eval-v3"  # v2: every layer; v3: degenerate features recorded, not probed
+    # v2: every layer; v3: degenerate features recorded, not probed; v4: each probe scored on its own
+    recipe = "eval-v4"
     always = True
 
     def cost(self, run, task) -> int:
