@@ -249,3 +249,58 @@ def test_a_second_run_of_the_same_study_is_refused_while_the_first_works(tiny_sp
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert _run(path).failed == {}  # the lock died with its process
+
+
+MIXED = """
+name = "mixed"
+output_dir = "{out}"
+[upstream]
+dataset = "fractals"
+options = {{ classes = 20, heldout = 5, train_per_class = 40, test_per_class = 10 }}
+[[models]]
+family = "resnet"
+sizes = ["s"]
+[[models]]
+source = "timm:tf_efficientnet_lite0"
+options = {{ img_size = 32 }}
+upstream_accuracy = 0.748
+upstream = "imagenet-1k"
+[[models]]
+source = "hf:sentence-transformers/all-MiniLM-L6-v2"
+name = "minilm"
+options = {{ max_length = 32 }}
+[training]
+budgets = [{{ data_fraction = 0.5, steps = 20 }}]
+[downstream]
+tasks = ["fractals_heldout", "bbc_news"]
+[downstream.options]
+fractals_heldout = {{ classes = 20, heldout = 5, train_per_class = 10, test_per_class = 20 }}
+bbc_news = {{ train_per_class = 10, test_size = 50 }}
+[probe]
+shots = [1, 5]
+seeds = [0]
+[baselines]
+random_init = false
+"""
+
+
+def test_a_study_mixes_grid_timm_and_hf_models(tmp_path, data_cache, monkeypatch):
+    monkeypatch.setenv("TRANSFERSCALE_CACHE", str(data_cache))
+    path = tmp_path / "mixed.toml"
+    path.write_text(MIXED.format(out=tmp_path / "mixed"))
+    result = _run(path)
+    assert result.failed == {}
+    assert sorted(result.done) == ["bag-of-words", "minilm", "pixels", "resnet-s-d0.5-s20", "tf_efficientnet_lite0-32"]
+    df = read_results(tmp_path / "mixed")
+    few = df[df.metric == "fewshot_accuracy"]
+    tasks = few.groupby("name").task.unique().map(sorted).to_dict()
+    assert tasks == {"bag-of-words": ["bbc_news"], "minilm": ["bbc_news"], "pixels": ["fractals_heldout"],
+                     "resnet-s-d0.5-s20": ["fractals_heldout"], "tf_efficientnet_lite0-32": ["fractals_heldout"]}
+    up = df[df.metric == "upstream_accuracy"].set_index("name")
+    lite = up.loc["tf_efficientnet_lite0-32"]
+    assert lite["value"] == 0.748 and lite["task"] == "imagenet-1k"  # the published value, as given
+    assert up.loc["resnet-s-d0.5-s20", "task"] == "fractals" and "minilm" not in up.index  # none given, none measured
+    layers = few.groupby("name").layer.nunique().to_dict()
+    assert layers["minilm"] == 8 and layers["tf_efficientnet_lite0-32"] == 9 and layers["resnet-s-d0.5-s20"] == 6
+    assert few.value.between(0, 1).all()
+    assert set(df[df.name == "tf_efficientnet_lite0-32"].kind) == {"pretrained"}
