@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from transferscale.errors import TransferscaleError
+from transferscale.files import file_sha256
 
 # Bump when the features `extract_layers` gives for the same checkpoint and images change (preprocessing,
 # pooling, layer numbering): every file keyed with an older version becomes a miss.
@@ -46,11 +47,7 @@ def feature_key(checkpoint: str, dataset: str, options: Mapping | None = None, s
 
 def checkpoint_identity(path: str | os.PathLike) -> str:
     """sha256 of a checkpoint file's bytes: identifies the weights whatever the file is called."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    return "sha256:" + file_sha256(path)
 
 
 def canonical_key(key: Mapping) -> str:

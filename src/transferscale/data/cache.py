@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from transferscale.data.dataset import Dataset
+from transferscale.files import file_sha256
 
 
 def cache_key(name: str, options: dict, version: str) -> str:
@@ -44,11 +45,7 @@ def cached(cache_dir: str | os.PathLike | None, name: str, options: dict, versio
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _checksum_path(path: Path) -> Path:

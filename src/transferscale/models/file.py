@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from transferscale.errors import TransferscaleError
+from transferscale.files import file_sha256
 from transferscale.models.source import ModelSource
-from transferscale.models.timm_pretrained import file_sha256
 
 if TYPE_CHECKING:
     from transferscale.models.backbone import Backbone

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from transferscale.errors import TransferscaleError
+from transferscale.files import file_sha256
 from transferscale.models.source import ModelSource
 
 if TYPE_CHECKING:
@@ -180,11 +181,7 @@ class HFSource(ModelSource):
         if not hasattr(self, "_digest"):
             total = hashlib.sha256()
             for f in model_files(self.model_dir):
-                h = hashlib.sha256()
-                with open(f, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-                total.update(f"{f.name}:{h.hexdigest()}\n".encode())
+                total.update(f"{f.name}:{file_sha256(f)}\n".encode())
             self._digest = total.hexdigest()
         return f"sha256:{self._digest};max_length={self.options.max_length}"
 

@@ -23,7 +23,6 @@ Importing this module does not import torch or timm; the spec validates `Options
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from transferscale.errors import TransferscaleError
+from transferscale.files import file_sha256
 from transferscale.models.source import ModelSource
 
 if TYPE_CHECKING:
@@ -117,15 +117,6 @@ def resolve_weights(model_name: str, weights: str | None) -> Path:
             f"timm:{model_name}: weights {weights!r} is neither an existing file nor an installed Python package; "
             f"pass the path of a state-dict file (checked: {path.resolve()}) or an installed package's name")
     return found
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
