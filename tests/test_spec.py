@@ -52,6 +52,8 @@ def test_minimal_spec_gets_defaults():
         ("steps = 10", "stesp = 10", r"unknown key 'training.budgets\[0\].stesp'.*did you mean 'steps'"),
         ("train_per_class = 30,", "train_per_clas = 30,", r"unknown option.*'train_per_clas'.*fractals"),
         ("[training]", "[probe]\nshots = [0, 5]\n[training]", r"probe.shots.*positive"),
+        ("[training]", "[probe]\nseeds = [-1]\n[training]", r"probe.seeds: seeds must be integers >= 0"),
+        ("[training]", "[probe]\nl2 = [inf]\n[training]", r"probe.l2: l2 values must be finite and > 0"),
         ("[training]", '[finetune]\ntasks = ["sklearn_digits"]\n[training]',
          r"finetune.tasks \['sklearn_digits'\] are not in downstream.tasks"),
         ("[training]", "[finetune]\nstep = 3\n[training]", r"unknown key 'finetune.step'.*did you mean 'steps'"),

@@ -8,6 +8,7 @@ forward pass per checkpoint and split); a layer whose features are constant or n
 """
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -45,11 +46,18 @@ class FewShotOptions(BaseModel):
             raise ValueError(f"shots must be positive integers, got {shots}")
         return sorted(set(shots))
 
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds):
+        if any(s < 0 for s in seeds):  # a seed picks the k-shot examples; numpy's generators take seeds >= 0
+            raise ValueError(f"seeds must be integers >= 0, got {seeds}")
+        return list(dict.fromkeys(seeds))
+
     @field_validator("l2")
     @classmethod
     def _l2(cls, l2):
-        if any(v <= 0 for v in l2):
-            raise ValueError(f"l2 values must be > 0, got {l2}")
+        if any(not (v > 0 and math.isfinite(v)) for v in l2):
+            raise ValueError(f"l2 values must be finite and > 0, got {l2}")
         return l2
 
 
