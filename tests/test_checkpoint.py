@@ -42,3 +42,39 @@ def test_subsets_nested_and_stratified():
     small, large = subset_indices(y, 0.1, 0), subset_indices(y, 0.3, 0)
     assert set(small) <= set(large)
     assert np.bincount(y[small]).tolist() == [5] * 4 and np.bincount(y[large]).tolist() == [15] * 4
+
+
+def test_slow_steps_are_checkpointed_by_time_and_resume_to_the_same_weights(tmp_path):
+    """checkpoint_every far above the steps: the time rule alone writes checkpoints, and a run resumed from
+    one ends with exactly the weights of an uninterrupted run."""
+    import numpy as np
+
+    from transferscale.pretrain import train
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(64, 28, 28), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 16).astype(np.int64)
+    config = {"family": "resnet", "shape": {"layers": [1, 1, 1, 1], "widths": [4, 8, 8, 8], "stem_width": 4},
+              "training": {"data_fraction": 1.0, "steps": 6, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0,
+                           "warmup_fraction": 0.0, "max_shift": 1, "seed": 0}}
+    reference = train(config, x, y, 4, tmp_path / "ref.pt").model.state_dict()
+
+    path = tmp_path / "run.pt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_four(step, steps, loss):
+        if step == 4:
+            raise Stop  # a kill after step 4: the checkpoint of step 3 is on disk
+
+    try:
+        train(config, x, y, 4, path, checkpoint_every=10**6, checkpoint_seconds=0.0, on_step=stop_after_four)
+    except Stop:
+        pass
+    state = load_checkpoint(path)
+    assert state is not None and not state["complete"] and state["step"] == 3  # saved after each step
+    resumed = train(config, x, y, 4, path)
+    assert resumed.resumed_from == 3
+    for name, value in reference.items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from transferscale.models.grid import PIXEL_SCALE, PIXEL_SHIFT, build_model, to_tensor
+
+CHECKPOINT_SECONDS = 60.0  # checkpoint at least this often (seconds), whatever checkpoint_every says
 
 
 class RunFailed(Exception):
@@ -152,9 +155,14 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
 
 
 def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, ckpt_path: Path, *,
-          checkpoint_every: int = 200, on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+          checkpoint_every: int = 200, checkpoint_seconds: float = CHECKPOINT_SECONDS,
+          on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
     """Train the run described by `config` (see plan.make_plan), resuming from `ckpt_path` when it holds a
     valid checkpoint of the same run. The finished model is checkpointed with `complete=True`.
+
+    A checkpoint is written every `checkpoint_every` steps and also whenever `checkpoint_seconds` have passed
+    since the last one, so a kill loses at most that much work however slow the steps are. Checkpoints never
+    change the result: a resumed run computes exactly what the uninterrupted one would.
 
     The network is built for the images' size and channel count (x_train: uint8 (N, H, W[, C])).
     """
@@ -179,10 +187,15 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
         if not math.isfinite(loss):
             raise RunFailed(f"loss diverged to {loss} at step {step}; lower the learning rate")
 
+    last_save = time.monotonic()
+
     def checkpoint(done: int, loss: float) -> None:
-        if done % checkpoint_every == 0 and done < steps:
+        nonlocal last_save
+        due = done % checkpoint_every == 0 or time.monotonic() - last_save >= checkpoint_seconds
+        if due and done < steps:
             save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(),
                                         "optimizer": opt.state_dict(), "step": done, "complete": False})
+            last_save = time.monotonic()
 
     loss_value = sgd_steps(model, opt, x_all, y_all, steps=steps, start=start, seed=seed,
                            batch_size=t["batch_size"], max_shift=t["max_shift"], lr=t["lr"],
