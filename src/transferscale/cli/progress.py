@@ -1,4 +1,5 @@
-"""Rich progress bars for a running study: the whole study (with time left) and the current run."""
+"""Rich progress bars for a running study: the whole study (jobs done / running / left, time left) and a bar
+per running run (one under the local executor; several under a parallel one, whose workers report no steps)."""
 from __future__ import annotations
 
 from rich.console import Console
@@ -15,6 +16,7 @@ class RichProgress(runner.Progress):
             TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), console=console, transient=False,
         )
         self.study = self.current = None
+        self.bars_of: dict[str, object] = {}  # run key -> its bar, while it runs
 
     def __enter__(self):
         self.bars.__enter__()
@@ -31,13 +33,15 @@ class RichProgress(runner.Progress):
 
     def start_run(self, run, index, count):
         steps = run.config["training"]["steps"] if run.kind == "trained" else 1
-        if self.current is not None:
-            self.bars.remove_task(self.current)
-        self.bars.update(self.study, info=f"run {index + 1}/{count}")
-        self.current = self.bars.add_task(f"{run.name}", total=steps, info="")
+        self.current = self.bars_of[run.key] = self.bars.add_task(f"{run.name}", total=steps, info="")
+
+    def jobs(self, done, running, left):
+        if self.study is not None:
+            self.bars.update(self.study, info=f"{done} done, {running} running, {left} left")
 
     def train_step(self, step, steps, loss):
-        self.bars.update(self.current, completed=step, total=steps, info=f"loss {loss:.3f}")
+        if self.current is not None:
+            self.bars.update(self.current, completed=step, total=steps, info=f"loss {loss:.3f}")
 
     def phase(self, text):
         if self.current is not None:
@@ -50,10 +54,16 @@ class RichProgress(runner.Progress):
         self.bars.advance(self.study, work)
 
     def end_run(self, run, status, seconds, note=""):
+        bar = self.bars_of.pop(run.key, None)
+        if bar is not None:
+            self.bars.remove_task(bar)
+            if bar == self.current:
+                self.current = None
         colour = "green" if status == "done" else "red"
         self.bars.console.print(f"  [{colour}]{status}[/] {run.name} ({seconds:.0f} s) {note}", highlight=False)
 
     def finish(self):
-        if self.current is not None:
-            self.bars.remove_task(self.current)
-            self.current = None
+        for bar in self.bars_of.values():
+            self.bars.remove_task(bar)
+        self.bars_of.clear()
+        self.current = None

@@ -6,6 +6,9 @@ in one transaction when its result arrives (or records the failure), so a study 
 resumes from the store (finished runs) and the run's checkpoint (a run that was mid-training). A run that
 raises is recorded as failed with its reason and the study goes on; Ctrl-C stops the study and leaves the run
 marked 'running', which `status` shows as interrupted and the next `run` finishes.
+
+Jobs may finish in any order (a parallel executor); each job's outcome is committed once, however often an
+executor hands it back.
 """
 from __future__ import annotations
 
@@ -20,10 +23,10 @@ from transferscale.engine.executors import EXECUTORS
 from transferscale.engine.job import Job, JobFailure, JobResult
 from transferscale.errors import TransferscaleError
 from transferscale.plan import Plan, Run, make_plan
-from transferscale.spec import StudySpec
+from transferscale.spec import ExecutorSpec, StudySpec
 from transferscale.store import Store
 
-__all__ = ["Progress", "StudyResult", "StudyRunner", "default_cache_dir", "run_study", "versions"]
+__all__ = ["Progress", "StudyResult", "StudyRunner", "default_cache_dir", "executor_options", "run_study", "versions"]
 
 
 def versions() -> dict:
@@ -42,6 +45,8 @@ class Progress(JobProgress):
 
     def start(self, plan: Plan, todo: list[Run], total_work: int) -> None: ...
     def start_run(self, run: Run, index: int, count: int) -> None: ...
+    def jobs(self, done: int, running: int, left: int) -> None:
+        """How many of this session's jobs have finished (done or failed), are running, and wait to start."""
     def advance(self, work: int) -> None: ...
     def end_run(self, run: Run, status: str, seconds: float, note: str = "") -> None: ...
     def finish(self) -> None: ...
@@ -59,14 +64,16 @@ class StudyResult:
 
 class StudyRunner:
     def __init__(self, spec: StudySpec, spec_text: str, study_dir: Path, *, progress: Progress | None = None,
-                 cache_dir: Path | None = None, retry_failed: bool = False, executor: str | None = None):
+                 cache_dir: Path | None = None, retry_failed: bool = False, executor: str | None = None,
+                 address: str | None = None):
         self.spec, self.spec_text, self.dir = spec, spec_text, Path(study_dir)
         self.plan = make_plan(spec)
         self.progress = progress or Progress()
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.retry_failed = retry_failed
-        self.executor_name = executor or spec.executor
-        EXECUTORS.get(self.executor_name)  # an unknown name fails before any work
+        self.executor_options = executor_options(spec.executor, executor, address)
+        # an unknown name, or an executor that cannot run here (ray not installed), fails before any work
+        EXECUTORS.get(self.executor_options.kind).check(self.executor_options)
 
     def pending(self, store: Store) -> list[Job]:
         """A job per run that is not done, or done but owing evaluations the spec added since."""
@@ -131,17 +138,29 @@ class StudyRunner:
                 ctx = JobContext(self.spec, self.dir, self.cache_dir, progress=self.progress, plan=self.plan)
                 self.check(ctx)
                 run_versions = versions()
-                executor = EXECUTORS.get(self.executor_name)()
+                executor = EXECUTORS.get(self.executor_options.kind).from_spec(self.executor_options)
                 started: dict[str, float] = {}
+                finished: set[str] = set()
+
+                def counts() -> None:
+                    self.progress.jobs(len(finished), len(started) - len(finished), len(jobs) - len(started))
 
                 def on_start(job: Job) -> None:
+                    if job.run.key in started:  # a job's start is recorded once
+                        return
                     store.mark_running(job.run, run_versions)
                     self.progress.start_run(job.run, len(started), len(jobs))
                     started[job.run.key] = time.perf_counter()
+                    counts()
 
+                counts()
                 try:
                     for job, outcome in executor.run(jobs, ctx, on_start):
-                        seconds = time.perf_counter() - started.get(job.run.key, time.perf_counter())
+                        if job.run.key in finished:  # the same result handed back twice is committed once
+                            continue
+                        on_start(job)  # a no-op unless the executor skipped it: the run row must exist
+                        finished.add(job.run.key)
+                        seconds = time.perf_counter() - started[job.run.key]
                         if isinstance(outcome, JobFailure):
                             store.mark_failed(job.run.key, outcome.reason + "\n" + outcome.detail)
                             result.failed[job.run.name] = outcome.reason
@@ -152,11 +171,28 @@ class StudyRunner:
                             result.notes += outcome.notes
                             self.progress.end_run(job.run, "done", seconds)
                         self.progress.advance(work[job.run.key])
+                        counts()
                 finally:
                     executor.close()
         self.progress.finish()
         result.seconds = time.perf_counter() - t_start
         return result
+
+
+def executor_options(given: ExecutorSpec, kind: str | None = None, address: str | None = None) -> ExecutorSpec:
+    """The spec's [executor] table with the command line's `--executor` and `--address` over it; an unknown
+    executor fails with a did-you-mean."""
+    if kind is not None and kind not in EXECUTORS:
+        EXECUTORS.get(kind)  # raises, naming the closest registered executors
+    update = {k: v for k, v in (("kind", kind), ("address", address)) if v is not None}
+    if not update:
+        return given
+    from pydantic import ValidationError
+
+    try:
+        return ExecutorSpec.model_validate({**given.model_dump(), **update})
+    except ValidationError as err:
+        raise TransferscaleError("; ".join(e["msg"].removeprefix("Value error, ") for e in err.errors())) from None
 
 
 def run_study(spec: StudySpec, spec_text: str, study_dir: Path | None = None, **kwargs) -> StudyResult:
