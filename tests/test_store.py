@@ -94,3 +94,17 @@ def test_an_old_store_is_migrated_to_task_and_protocol(tmp_path, runs):
         rows = sorted(store.conn.execute("SELECT key, task, protocol FROM evaluations").fetchall())
         assert store.done_evaluations() == {"a", "b"}
     assert rows == [("a", "fashion_mnist", "fewshot"), ("b", "fractals_heldout", "finetune")]
+
+
+def test_commit_runs_writes_several_runs_in_one_transaction(tmp_path, runs):
+    from transferscale.store import RunCommit
+
+    with Store(tmp_path) as store:
+        for run in runs[:3]:
+            store.mark_running(run, {})
+        store.commit_runs([RunCommit(run.key, _rows(2), [], params=1) for run in runs[:2]])
+        assert len(store.results_frame()) == 6 and store.count_measurements() == 6
+        bad = [RunCommit(runs[2].key, _rows(2)), RunCommit(runs[0].key, [Measurement("x", "t", None)])]
+        with pytest.raises(TypeError):  # the second run's bad row rolls the first run back too
+            store.commit_runs(bad)
+        assert len(store.results_frame()) == 6 and store.run_status()[runs[2].key] == "running"

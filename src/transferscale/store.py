@@ -17,13 +17,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from transferscale.errors import TransferscaleError
 
 RESULTS_FILE = "results.sqlite"
 NA = -1
+UPSTREAM, FEWSHOT, FINETUNE = "upstream_accuracy", "fewshot_accuracy", "finetune_accuracy"
+BASELINE_KINDS = ("random_init", "pixels", "words")  # run kinds read as kind 'baseline'
+_KIND = "CASE WHEN r.kind IN ('random_init', 'pixels', 'words') THEN 'baseline' ELSE r.kind END"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -41,6 +46,8 @@ CREATE TABLE IF NOT EXISTS measurements (
     depth REAL NOT NULL DEFAULT -1,
     PRIMARY KEY (run, metric, task, shots, seed, layer, l2)
 );
+-- the readers ask for one metric, the final layer or every other, one shot count: this finds those rows
+CREATE INDEX IF NOT EXISTS measurements_by_metric ON measurements (metric, layer, shots);
 """
 
 
@@ -54,6 +61,18 @@ class Measurement:
     layer: int = NA
     l2: float = NA
     depth: float = NA
+
+
+class RunCommit(NamedTuple):
+    """One run's results for `Store.commit_runs` (the arguments of `Store.commit_run`)."""
+
+    run_key: str
+    measurements: Sequence[Measurement]
+    evaluations: Sequence = ()
+    stale: Sequence[tuple[str, str]] = ()
+    params: int | None = None
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
 
 
 class Store:
@@ -142,25 +161,39 @@ class Store:
         lists the (task, metric) pairs whose earlier rows for this run the new ones replace (an earlier
         setting of the same evaluation), so old and new results never sit side by side.
         """
+        self.commit_runs([RunCommit(run_key, measurements, evaluations, stale, params, train_seconds,
+                                    eval_seconds)])
+
+    def commit_runs(self, commits: Iterable[RunCommit]) -> None:
+        """`commit_run` for several runs in one transaction: all of them are written, or none.
+
+        For bulk writes (an import, a benchmark's synthetic store), where a transaction per run would cost
+        more than the rows; the runner commits one run at a time, as each finishes.
+        """
         now = time.time()
         with self.conn:
-            self.conn.executemany("DELETE FROM measurements WHERE run=? AND task=? AND metric=?",
-                                  [(run_key, task, metric) for task, metric in stale])
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(run_key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value),
-                  float(m.depth)) for m in measurements],
-            )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO evaluations (key, run, task, finished, protocol) VALUES (?, ?, ?, ?, ?)",
-                [(e.key, run_key, e.task, now, e.protocol) for e in evaluations],
-            )
-            self.conn.execute(
-                """UPDATE runs SET status='done', error=NULL, finished=?, params=COALESCE(?, params),
-                   train_seconds=COALESCE(train_seconds, 0) + ?, eval_seconds=COALESCE(eval_seconds, 0) + ?
-                   WHERE key=?""",
-                (now, params, train_seconds, eval_seconds, run_key),
-            )
+            for c in commits:
+                self._write_run(c, now)
+
+    def _write_run(self, c: RunCommit, now: float) -> None:
+        self.conn.executemany("DELETE FROM measurements WHERE run=? AND task=? AND metric=?",
+                              [(c.run_key, task, metric) for task, metric in c.stale])
+        key = c.run_key
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value),
+              float(m.depth)) for m in c.measurements],
+        )
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO evaluations (key, run, task, finished, protocol) VALUES (?, ?, ?, ?, ?)",
+            [(e.key, key, e.task, now, e.protocol) for e in c.evaluations],
+        )
+        self.conn.execute(
+            """UPDATE runs SET status='done', error=NULL, finished=?, params=COALESCE(?, params),
+               train_seconds=COALESCE(train_seconds, 0) + ?, eval_seconds=COALESCE(eval_seconds, 0) + ?
+               WHERE key=?""",
+            (now, c.params, c.train_seconds, c.eval_seconds, key),
+        )
 
     # ---- reading --------------------------------------------------------------------------------------
     def runs_frame(self):
@@ -178,26 +211,337 @@ class Store:
 
     def results_frame(self):
         """The tidy table: one row per measurement, joined with the run's name, kind and family."""
+        return self._tidy("1", ())
+
+    # ---- reading only what a reader shows --------------------------------------------------------------
+    # The commands (`results`, `fit`, `report`) never hold the tidy table: they ask for seed means, one
+    # metric or layer at a time (`seed_groups`), for the few raw rows whose legacy arithmetic they repeat
+    # (`tidy_rows`), or stream every row in chunks (`iter_results`). The index on (metric, layer, shots)
+    # serves those questions.
+
+    def runs_table(self):
+        """Every run with at least one measurement, in the order `read_results` lists them (by rowid):
+        run (its key), name, kind ('baseline' for BASELINE_KINDS), run_kind, family, size, n_rows (how many
+        measurements), fewshot (whether any of them is a few-shot probe)."""
         import pandas as pd
 
         df = pd.read_sql_query(
-            """SELECT m.run, r.name,
-                      CASE WHEN r.kind IN ('random_init', 'pixels', 'words') THEN 'baseline' ELSE r.kind END AS kind,
-                      r.kind AS run_kind, r.family, r.size, m.metric, m.task, m.shots, m.seed, m.layer, {depth},
-                      m.l2, m.value
-               FROM measurements m JOIN runs r ON r.key = m.run ORDER BY r.rowid, m.metric, m.task, m.shots,
-                      m.seed, m.layer, m.l2""".format(depth="m.depth" if "depth" in self._columns() else
-                                                      "CASE WHEN m.layer = -1 THEN 1.0 ELSE -1 END AS depth"),
-            self.conn,
-        )
+            f"""SELECT key AS run, name, {_KIND} AS kind, kind AS run_kind, family, size,
+                       (SELECT COUNT(*) FROM measurements m WHERE m.run = r.key) AS n_rows,
+                       EXISTS (SELECT 1 FROM measurements m WHERE m.run = r.key AND m.metric = '{FEWSHOT}')
+                           AS fewshot
+                FROM runs r ORDER BY rowid""", self.conn)
+        df["fewshot"] = df["fewshot"].astype(bool)
+        return df[df["n_rows"] > 0].reset_index(drop=True)
+
+    def count_measurements(self) -> int:
+        """How many rows `read_results` returns (measurements of runs the store knows)."""
+        return int(self.runs_table()["n_rows"].sum())
+
+    def tidy_rows(self, where: str, params: Sequence = (), *, runs_first: bool = False):
+        """The rows of `read_results` that satisfy `where` (SQL over the measurements `m` and runs `r`),
+        with its columns, dtypes and order: for questions whose answer is a handful of rows.
+
+        runs_first: when `where` picks a few runs (e.g. by their kind), walk the runs and seek each one's
+        rows, rather than the rows of the metric or layer and look up each one's run."""
+        return self._tidy(where, params, runs_first)
+
+    def iter_results(self, chunk_rows: int = 100_000):
+        """`read_results` in pieces of about `chunk_rows` rows (whole runs; one run's rows stay together):
+        concatenated, the pieces are the same table, in the same order."""
+        runs = self.conn.execute(
+            "SELECT rowid, (SELECT COUNT(*) FROM measurements m WHERE m.run = r.key) FROM runs r ORDER BY rowid"
+        ).fetchall()
+        start, size = None, 0
+        for rowid, n in runs:
+            if not n:
+                continue
+            start = rowid if start is None else start
+            size += n
+            if size >= chunk_rows:
+                yield self._tidy("r.rowid BETWEEN ? AND ?", (start, rowid))
+                start, size = None, 0
+        if start is not None:
+            yield self._tidy("r.rowid BETWEEN ? AND ?", (start, runs[-1][0]))
+
+    def _tidy(self, where: str, params: Sequence, runs_first: bool = False):
+        import pandas as pd
+
+        # runs first: each run's rows by the primary key (run, metric, ...), named, since the planner may
+        # otherwise pick the metric index and scan a metric's rows once per run
+        tables = f"runs r CROSS JOIN measurements m INDEXED BY {self._pk_index()} ON r.key = m.run" if runs_first \
+            else "measurements m JOIN runs r ON r.key = m.run"
+        depth = "m.depth" if "depth" in self._columns() else "CASE WHEN m.layer = -1 THEN 1.0 ELSE -1 END AS depth"
+        df = pd.read_sql_query(
+            f"""SELECT m.run, r.name, {_KIND} AS kind, r.kind AS run_kind, r.family, r.size, m.metric, m.task,
+                       m.shots, m.seed, m.layer, {depth}, m.l2, m.value
+               FROM {tables} WHERE {where}
+               ORDER BY r.rowid, m.metric, m.task, m.shots, m.seed, m.layer, m.l2""",
+            self.conn, params=tuple(params))
         for col in ("shots", "seed"):
             df[col] = df[col].astype("Int64").mask(df[col] == NA)
         df["l2"] = df["l2"].mask(df["l2"] == NA)
         df["depth"] = df["depth"].mask(df["depth"] == NA)
         return df
 
+    def shot_counts(self, metric: str) -> list[int]:
+        """The shot counts `metric` has rows at (NA left out), ascending: a few index seeks per layer."""
+        if not self._indexed():
+            return [s for (s,) in self.conn.execute(
+                "SELECT DISTINCT shots FROM measurements WHERE metric = ? AND shots != -1 ORDER BY shots", (metric,))]
+        shots: set[int] = set()
+        for layer in self.layers_of(metric):
+            shots.update(self._distinct("shots", "metric = ? AND layer = ?", (metric, layer)))
+        return sorted(s for s in shots if s != NA)
+
+    def layers_of(self, metric: str) -> list[int]:
+        """The layers `metric` has rows at (-1, the final representation, first), by index seeks."""
+        if not self._indexed():
+            return [v for (v,) in self.conn.execute(
+                "SELECT DISTINCT layer FROM measurements WHERE metric = ? ORDER BY layer", (metric,))]
+        return self._distinct("layer", "metric = ?", (metric,))
+
+    def _distinct(self, col: str, where: str, params: tuple) -> list:
+        """Distinct values of the indexed `col` under `where`, one seek each (a skip scan)."""
+        out, last = [], None
+        while True:
+            more = "" if last is None else f" AND {col} > ?"
+            (value,) = self.conn.execute(f"SELECT MIN({col}) FROM measurements WHERE {where}{more}",
+                                         params if last is None else (*params, last)).fetchone()
+            if value is None:
+                return out
+            out.append(value)
+            last = value
+
+    def _pk_index(self) -> str:
+        """The name SQLite gave the index of the measurements' primary key."""
+        return next(row[1] for row in self.conn.execute("PRAGMA index_list(measurements)") if row[3] == "pk")
+
+    def _indexed(self) -> bool:
+        return any(row[1] == "measurements_by_metric" for row in self.conn.execute("PRAGMA index_list(measurements)"))
+
+    def has_rows(self, where: str, params: Sequence = ()) -> bool:
+        """Whether any measurement `m` satisfies `where` (an index seek for the questions the readers ask)."""
+        return self.conn.execute(f"SELECT 1 FROM measurements m WHERE {where} LIMIT 1", tuple(params)).fetchone() \
+            is not None
+
+    def seed_groups(self, metric: str, where: str = "1", params: Sequence = (), *, depth: bool = False,
+                    chunk: int = 20_000) -> SeedGroups:
+        """One row per (run, task, shots, layer) of `metric` among the rows satisfying `where` (SQL over
+        the measurements `m`): each seed's value in its own column, so that a caller can average seeds with
+        the arithmetic it needs, and how many rows the group has (more than its seeds: several l2).
+
+        Aggregated in SQL and fetched in chunks of `chunk` groups; run keys and tasks come back as codes.
+        """
+        import numpy as np
+
+        cond = f"m.metric = ? AND ({where})"
+        args = (metric, *params)
+        seeds = self._seeds_of_first_group(cond, args)
+        while True:
+            cols = ", ".join(f"MAX(CASE WHEN m.seed = {int(s)} THEN m.value END)" for s in seeds) or "NULL"
+            known = ", ".join(str(int(s)) for s in seeds) or "NULL"
+            has_depth = depth and "depth" in self._columns()
+            extra = ", MIN(NULLIF(m.depth, -1)), MAX(NULLIF(m.depth, -1))" if has_depth else ", NULL, NULL"
+            cur = self.conn.execute(
+                f"""SELECT m.run, m.task, m.shots, m.layer, COUNT(*), COUNT(CASE WHEN m.seed IN ({known}) THEN 1 END)
+                           {extra}, {cols}
+                    FROM measurements m WHERE {cond} GROUP BY m.run, m.task, m.shots, m.layer""", args)
+            runs, tasks, parts = _Codes(), _Codes(), []
+            complete = True
+            while rows := cur.fetchmany(chunk):
+                run, task, *rest = zip(*rows)
+                nums = np.array(rest, dtype=float).T  # None (a seed the group lacks) -> NaN
+                if (nums[:, 3] < nums[:, 2]).any():
+                    complete = False  # a seed the first group did not have: ask for every seed
+                    break
+                parts.append((runs.encode(run), tasks.encode(task), nums))
+            if complete:
+                break
+            cur.close()
+            seeds = [s for (s,) in self.conn.execute(
+                f"SELECT DISTINCT m.seed FROM measurements m WHERE {cond} ORDER BY m.seed", args)]
+        return SeedGroups.build(parts, runs.values, tasks.values, list(seeds))
+
+    def _seeds_of_first_group(self, cond: str, args: tuple) -> list[int]:
+        """The seeds of one group (a guess at every group's, checked by `seed_groups`): two index seeks."""
+        first = self.conn.execute(f"SELECT m.run, m.task, m.shots, m.layer FROM measurements m WHERE {cond} LIMIT 1",
+                                  args).fetchone()
+        if first is None:
+            return []
+        return [s for (s,) in self.conn.execute(
+            "SELECT DISTINCT seed FROM measurements WHERE run = ? AND metric = ? AND task = ? AND shots = ? "
+            "AND layer = ? ORDER BY seed", (first[0], args[0], *first[1:]))]
+
+
+class _Codes:
+    """Strings to integer codes in order of first appearance (run keys and tasks of a query's result)."""
+
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.values: list[str] = []
+
+    def encode(self, items):
+        import numpy as np
+
+        index = self.index
+        for item in set(items) - index.keys():
+            index[item] = len(self.values)
+            self.values.append(item)
+        return np.fromiter((index[i] for i in items), dtype=np.int64, count=len(items))
+
+
+@dataclass
+class SeedGroups:
+    """What `Store.seed_groups` returns, sorted by (run key, task, shots, layer) as pandas sorts them.
+
+    run, task: codes into `runs` / `tasks` (sorted, so codes order as the strings do); shots, layer, rows
+    (the group's measurements); values: (groups, seeds) with NaN where a group lacks a seed, columns in
+    `seeds` order (ascending, as the tidy table orders a group's rows); depth_min / depth_max: the
+    recorded depths (NaN where none), when asked for.
+    """
+
+    runs: list
+    tasks: list
+    seeds: list
+    run: object
+    task: object
+    shots: object
+    layer: object
+    rows: object
+    values: object
+    depth_min: object
+    depth_max: object
+
+    @classmethod
+    def build(cls, parts, runs: list, tasks: list, seeds: list) -> SeedGroups:
+        import numpy as np
+
+        def ranks(values):  # code in order of appearance -> code in sorted order
+            order = sorted(range(len(values)), key=values.__getitem__)
+            rank = np.empty(len(values), dtype=np.int64)
+            rank[order] = np.arange(len(values))
+            return [values[i] for i in order], rank
+
+        runs_sorted, run_rank = ranks(runs)
+        tasks_sorted, task_rank = ranks(tasks)
+        if parts:
+            run = run_rank[np.concatenate([p[0] for p in parts])]
+            task = task_rank[np.concatenate([p[1] for p in parts])]
+            nums = np.concatenate([p[2] for p in parts])
+            parts.clear()
+        else:
+            run = task = np.zeros(0, dtype=np.int64)
+            nums = np.zeros((0, 6 + len(seeds)))
+        shots, layer = nums[:, 0].astype(np.int64), nums[:, 1].astype(np.int64)
+        order = np.lexsort((layer, shots, task, run))
+        nums = nums[order]
+        return cls(runs_sorted, tasks_sorted, seeds, run[order], task[order], shots[order], layer[order],
+                   nums[:, 2].astype(np.int64), nums[:, 6:], nums[:, 4], nums[:, 5])
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    @property
+    def several_rows(self):
+        """Groups with more rows than seeds (several l2 values for one seed)."""
+        import numpy as np
+
+        return self.rows > np.isfinite(self.values).sum(axis=1)
+
+    def seeds_present(self) -> list:
+        """The seeds some group has a value for."""
+        import numpy as np
+
+        return [s for s, any_ in zip(self.seeds, np.isfinite(self.values).any(axis=0)) if any_]
+
+    def take(self, mask) -> SeedGroups:
+        """The groups where `mask` holds (same codes)."""
+        return SeedGroups(self.runs, self.tasks, self.seeds, *(getattr(self, f)[mask] for f in (
+            "run", "task", "shots", "layer", "rows", "values", "depth_min", "depth_max")))
+
+    def mean(self, how: str):
+        """Each group's mean over its seeds, with the arithmetic pandas' groupby uses on the tidy table.
+
+        how="kahan": compensated summation in row order, pandas' kernel when a group's rows are scattered
+        through the table (e.g. a study with layer-wise probes); how="reduceat": numpy's add.reduceat, the
+        path pandas takes when every group's rows are contiguous and in order. The two can differ in the
+        last bit, so each reader asks for the one `read_results` + pandas would have used.
+        """
+        import numpy as np
+
+        v = self.values
+        ok = np.isfinite(v)
+        n = ok.sum(axis=1)
+        if how == "reduceat":
+            flat = v[ok]  # row-major: each group's seeds in order, groups one after another
+            starts = np.concatenate(([0], np.cumsum(n)[:-1])) if len(n) else np.zeros(0, dtype=np.int64)
+            return np.add.reduceat(flat, starts) / n if len(n) else np.zeros(0)
+        s, c = np.zeros(len(v)), np.zeros(len(v))
+        for j in range(v.shape[1]):
+            x = v[:, j]
+            y = x - c
+            t = s + y
+            comp = (t - s) - y
+            comp[np.isnan(comp)] = 0.0
+            s, c = np.where(ok[:, j], t, s), np.where(ok[:, j], comp, c)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return s / n
+
 
 def read_results(study_dir: str | Path):
-    """The tidy measurement table of a finished (or partly finished) study, as a pandas DataFrame."""
+    """The tidy measurement table of a finished (or partly finished) study, as a pandas DataFrame.
+
+    It holds every row at once; to write them all out, `export_results` streams them instead."""
     with Store(study_dir, create=False) as store:
         return store.results_frame()
+
+
+TIDY_DTYPES = {"run": "str", "name": "str", "kind": "str", "run_kind": "str", "family": "str", "size": "str",
+               "metric": "str", "task": "str", "shots": "Int64", "seed": "Int64", "layer": "int64",
+               "depth": "float64", "l2": "float64", "value": "float64"}
+
+
+def export_results(study_dir: str | Path, out, format: str, chunk_rows: int = 100_000) -> int:
+    """Write `read_results(study_dir)` as CSV or Parquet, `chunk_rows` rows at a time; returns the row count.
+
+    `out` is a path, or a text stream for CSV. The file is the one `read_results(...).to_csv(out, index=False)`
+    or `.to_parquet(out, index=False)` writes (Parquet: one row group per chunk, the same schema and pandas
+    metadata, so `pandas.read_parquet` gives the same frame back), without the table ever in memory.
+    """
+    if format not in ("csv", "parquet"):
+        raise TransferscaleError(f"unknown export format {format!r}; valid: 'csv', 'parquet'")
+    n = 0
+    with Store(study_dir, create=False) as store:
+        chunks = (_conform(c) for c in store.iter_results(chunk_rows))
+        if format == "csv":
+            stream = open(out, "w", newline="") if isinstance(out, str | Path) else out
+            try:
+                header = True
+                for chunk in chunks:
+                    chunk.to_csv(stream, index=False, header=header)
+                    header, n = False, n + len(chunk)
+                if header:  # no rows: the header alone, as an empty table writes it
+                    _conform(store.tidy_rows("0")).to_csv(stream, index=False)
+            finally:
+                if stream is not out:
+                    stream.close()
+            return n
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        template = _conform(store.tidy_rows("0"))
+        schema = pa.Schema.from_pandas(template, preserve_index=False)
+        with pq.ParquetWriter(out, schema) as writer:
+            for chunk in chunks:
+                writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
+                n += len(chunk)
+            if not n:
+                writer.write_table(pa.Table.from_pandas(template, schema=schema, preserve_index=False))
+    return n
+
+
+def _conform(df):
+    """A chunk with the tidy table's dtypes, whatever its own values let pandas infer (a chunk whose
+    sizes are all None reads as object)."""
+    return df.astype({c: t for c, t in TIDY_DTYPES.items() if str(df[c].dtype) != t})

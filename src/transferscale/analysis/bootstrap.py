@@ -49,6 +49,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from transferscale.analysis.hull import upper_hull, upper_hulls
 from transferscale.analysis.lsq import Solution, pack, solve
 
 PARAMS = ("k", "alpha", "e_ir")
@@ -99,7 +100,13 @@ def fit_resamples(x_sets, y_sets, fit_kw: dict) -> tuple[np.ndarray, int]:
 
 
 def select_sets(x_err, y_sets, select: Callable) -> tuple[list, list]:
-    """Apply the point selection (hull or all) to each resample, in error space."""
+    """Apply the point selection (hull or all) to each resample, in error space.
+
+    The upper hull (`hull.upper_hull`) is taken for all resamples at once (`hull.upper_hulls`: the same
+    points, one sort for all of them, as every resample keeps the models' US accuracies)."""
+    if select is upper_hull:
+        idx_sets = upper_hulls(1 - x_err, 1 - np.asarray(y_sets))
+        return [x_err[idx] for idx in idx_sets], [y[idx] for y, idx in zip(y_sets, idx_sets)]
     xs, ys = [], []
     for y in y_sets:
         idx = select(1 - x_err, 1 - y)

@@ -26,6 +26,39 @@ def upper_hull(us_acc, ds_acc) -> np.ndarray:
     return order[rec][kept]
 
 
+def upper_hulls(us_acc, ds_sets, block: int = 64) -> list[np.ndarray]:
+    """`[upper_hull(us_acc, ds) for ds in ds_sets]` for many DS vectors over one US vector (a bootstrap's
+    resamples), the same indices, without a sort per vector.
+
+    With US fixed, sorting by (US, -DS) only reorders models of equal US, and of those only the one with the
+    best DS (the first such model among ties) can be a record. So per distinct US value: its best DS and the
+    first model reaching it, for all vectors at once (numpy's reduceat along the US order), then the records
+    and the hull chain per vector on those few points, as `upper_hull` does.
+    """
+    x = np.asarray(us_acc, dtype=float)
+    ys = np.atleast_2d(np.asarray(ds_sets, dtype=float))
+    if x.size == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in ys]
+    base = np.argsort(x, kind="stable")  # ties keep index order, as lexsort's stable sort does
+    xs = x[base]
+    starts = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1])))
+    sizes = np.diff(np.append(starts, len(xs)))
+    x_group = xs[starts]
+    out = []
+    for lo in range(0, len(ys), block):  # a block of vectors at a time: temporaries stay a few MB
+        y = ys[lo:lo + block, base]
+        best = np.maximum.reduceat(y, starts, axis=1)  # (vectors, distinct US values)
+        position = np.where(y == np.repeat(best, sizes, axis=1), np.arange(len(xs)), len(xs))
+        first = np.minimum.reduceat(position, starts, axis=1)  # the first model reaching each best DS
+        prev = np.concatenate((np.full((len(y), 1), -np.inf), np.maximum.accumulate(best, axis=1)[:, :-1]), axis=1)
+        is_record = best > prev
+        for v in range(len(y)):
+            rec = np.flatnonzero(is_record[v])
+            kept = _chain(x_group[rec], best[v, rec])
+            out.append(base[first[v, rec[kept]]])
+    return out
+
+
 def records(us_acc, ds_acc) -> np.ndarray:
     """Indices of the models whose DS accuracy beats every model with lower US accuracy, by US accuracy.
 

@@ -121,7 +121,8 @@ class SaturationFit:
         params = (self.k_, self.alpha_, self.e_ir_)
         gaps = bootstrap.frontier_gaps(x, y, params, self.points_, self._solver_kw())
         y_sets = bootstrap.frontier_resamples(x, y, params, self.n_bootstrap, rng, gaps)
-        xs, ys = bootstrap.select_sets(x, y_sets, self._select)
+        select = upper_hull if self.points == "upper_hull" else self._select  # the hull: all resamples at once
+        xs, ys = bootstrap.select_sets(x, y_sets, select)
         self.boot_, self.n_boot_failed_ = bootstrap.fit_resamples(xs, ys, self._solver_kw())
         estimate = (self.k_, self.alpha_, self.e_ir_)
         self.ci_ = bootstrap.basic_interval(estimate, self.boot_, self.confidence, self.alpha_bounds)
@@ -189,28 +190,92 @@ RESULT_COLUMNS = ["k", "k_low", "k_high", "alpha", "alpha_low", "alpha_high", "e
 
 
 def fit_saturation(df, us="us_acc", ds="ds_acc", by=(), points="upper_hull", n_bootstrap=1000,
-                   random_state=0, **fit_params):
+                   random_state=0, jobs: int | None = 1, **fit_params):
     """Fit e_DS = k * e_US^alpha + e_IR per group of a tidy table; one row per group.
 
     Columns: the group keys, k, alpha, e_ir with their interval bounds (*_low, *_high), saturation = 1 - e_IR
     (its bounds are 1 - the e_IR bounds), n_points (distinct points fitted), n_models (rows in the group),
     flags (";"-joined). A group the law cannot be fitted on (fewer than 3 points on its hull) gets NaN
     parameters and the flag too_few_points rather than stopping the other groups; bad values (NaN,
-    outside [0, 1]) stop the whole call with a message naming the column. Group i is bootstrapped with
-    seed (random_state, i), so one group's result does not depend on which others are fitted with it.
+    outside [0, 1]) stop the whole call with a message naming the column.
+
+    Each group is bootstrapped with its own seed, drawn from random_state and the group's key values
+    (`group_seed`), so a group's result depends neither on the other groups nor on their order, and
+    `jobs` processes (None: one per core, at most one per group) give the same numbers as one.
     """
     by = [by] if isinstance(by, str) else list(by)
     _check_columns(df, [us, ds, *by])
     for col in (us, ds):
         check_values(f"column {col!r}", df[col].to_numpy(float))
     groups = df.groupby(by, dropna=False, sort=True) if by else [((), df)]
-    rows = []
-    for i, (key, g) in enumerate(groups):
+    work = []
+    for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
-        seed = None if random_state is None else [random_state, i]
-        fit = SaturationFit(points=points, n_bootstrap=n_bootstrap, random_state=seed, **fit_params)
-        rows.append({**dict(zip(by, key)), **_fit_row(fit, g[us].to_numpy(float), g[ds].to_numpy(float))})
+        work.append((key, g[us].to_numpy(float), g[ds].to_numpy(float), group_seed(random_state, key),
+                     points, n_bootstrap, fit_params))
+    jobs = default_jobs(len(work)) if jobs is None else max(1, min(int(jobs), len(work)))
+    if jobs > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork where there is one: workers start at once and need not re-import the caller's main script
+        # (which spawn and forkserver do, so a script without a `__main__` guard would run again in each)
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context(method), initializer=_one_thread) as pool:
+            fitted = list(pool.map(_fit_group, work, chunksize=max(1, len(work) // (4 * jobs))))
+    else:
+        fitted = [_fit_group(w) for w in work]
+    rows = [{**dict(zip(by, w[0])), **row} for w, row in zip(work, fitted)]
     return pd.DataFrame(rows, columns=[*by, *RESULT_COLUMNS])
+
+
+def group_seed(random_state, key: tuple) -> list[int] | None:
+    """The bootstrap seed of the group with these key values: random_state followed by four 32-bit words of
+    a sha256 of the key, written canonically (an integral float as an int, any missing value as None), so
+    the same group gets the same resamples in any table, order or process. None stays None (unseeded)."""
+    if random_state is None:
+        return None
+    import hashlib
+    import json
+
+    def plain(v):
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            return None
+        if isinstance(v, bool | np.bool_):
+            return bool(v)
+        if isinstance(v, int | np.integer):
+            return int(v)
+        if isinstance(v, float | np.floating):
+            return int(v) if float(v).is_integer() else float(v)
+        return str(v)
+
+    digest = hashlib.sha256(json.dumps([plain(v) for v in key]).encode()).digest()
+    return [int(random_state), *(int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4))]
+
+
+def default_jobs(n_groups: int) -> int:
+    """One process per core this process may use, and no more than there are groups."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, n_groups))
+
+
+_LIMITS = None  # a worker's thread limits, held for its lifetime
+
+
+def _one_thread() -> None:
+    """Worker start: one BLAS / OpenMP thread each, since the processes already fill the cores."""
+    from threadpoolctl import threadpool_limits
+
+    global _LIMITS
+    _LIMITS = threadpool_limits(1)
+
+
+def _fit_group(work) -> dict:
+    _key, us, ds, seed, points, n_bootstrap, fit_params = work
+    fit = SaturationFit(points=points, n_bootstrap=n_bootstrap, random_state=seed, **fit_params)
+    return _fit_row(fit, us, ds)
 
 
 def _fit_row(fit: SaturationFit, us, ds) -> dict:

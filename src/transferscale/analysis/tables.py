@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
 from transferscale.errors import TransferscaleError, did_you_mean
 from transferscale.features import layer_depth as relative_depth  # noqa: F401 (re-exported)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from transferscale.store import SeedGroups, Store
 
 POINT_COLUMNS = ["run", "name", "family", "upstream", "us_acc", "task", "shots", "layer", "ds_acc"]
 STUDY_GROUPS = ["upstream", "task", "shots", "layer"]  # one fit per group of a study's points
@@ -30,10 +35,11 @@ class FitTable(NamedTuple):
 
 def load_fit_table(study_dir: Path | None = None, csv: Path | None = None, us: str | None = None,
                    ds: Sequence[str] | None = None, by: Sequence[str] = (), join: Path | None = None,
-                   on: Sequence[str] = (), percent: bool | None = None) -> FitTable:
+                   on: Sequence[str] = (), percent: bool | None = None, layers: str = "all") -> FitTable:
     """A study's points, or a CSV table (optionally joined with a second on `on`), ready to fit.
 
-    Study: `study_points` of its store, grouped by (upstream, task, shots, layer).
+    Study: `store_points` of its store (layers "all", or "final": the final representation only), grouped by
+    (upstream, task, shots, layer).
     CSV: the `us` column and each `ds` column (taken from the joined file when it has one of that name)
     melted to one row per (row, DS column), grouped by `by`, plus a `ds` column when there are several DS
     columns; rows missing either value are dropped (a note says how many), and accuracies are scaled to
@@ -42,9 +48,7 @@ def load_fit_table(study_dir: Path | None = None, csv: Path | None = None, us: s
     if (study_dir is None) == (csv is None):
         raise TransferscaleError("give either STUDY_DIR or --csv FILE (with --us COL --ds COL)")
     if study_dir is not None:
-        from transferscale.store import read_results  # lazily: fitting a CSV needs no store
-
-        return FitTable(study_points(read_results(study_dir)), list(STUDY_GROUPS), [],
+        return FitTable(store_points(study_dir, layers=layers), list(STUDY_GROUPS), [],
                         Path(study_dir) / "saturation_fits.csv")
     ds, by, on = list(ds or []), list(by), list(on)
     if not us or not ds:
@@ -89,6 +93,128 @@ def study_points(results: pd.DataFrame) -> pd.DataFrame:
                                  "e.g. results[results.l2 == 1024]")
     ds = ds.groupby(keys, dropna=False, as_index=False, sort=True).agg(ds_acc=("value", "mean"))
     return ds.merge(us, on="run", how="inner")[POINT_COLUMNS].reset_index(drop=True)
+
+
+def store_points(study, layers: str = "all") -> pd.DataFrame:
+    """`study_points(read_results(study))`, read from the store without the tidy table: the same rows,
+    columns, order and numbers (bit for bit), aggregated in SQL. `study` is a study directory or an open
+    `Store`; layers="final" keeps only the final representation (layer -1) and reads only its rows.
+    """
+    from transferscale.store import FEWSHOT
+
+    if layers not in ("all", "final"):
+        raise TransferscaleError(f"layers={layers!r}: use 'final' or 'all'")
+    with _opened(study) as store:
+        runs = store.runs_table()
+        us = store_upstream(store, trained_only=True)
+        groups = store.seed_groups(FEWSHOT, "m.layer = -1" if layers == "final" else "1")
+        return points_from_groups(groups, runs, us, study_mean_mode(store, runs))
+
+
+def points_from_groups(groups: SeedGroups, runs: pd.DataFrame, us: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """`study_points` rows (POINT_COLUMNS, its dtypes and order) of these seed groups: the trained runs'
+    groups with an upstream accuracy (`us`: run, upstream, us_acc), seeds averaged with `mode`.
+
+    Raises, as `study_points` does, when a trained run's group holds several l2 values."""
+    import numpy as np
+
+    groups = groups.take(trained_groups(groups, runs))
+    if groups.several_rows.any():
+        raise TransferscaleError("the results hold several l2 values per probe; keep one before fitting, "
+                                 "e.g. results[results.l2 == 1024]")
+    per_run = pd.DataFrame({"run": groups.runs}).merge(runs[["run", "name", "family"]], on="run", how="left") \
+        .merge(us, on="run", how="left")
+    groups = groups.take(per_run["us_acc"].notna().to_numpy()[groups.run])  # the inner join with `us`
+    code = groups.run
+    ds = groups.mean(mode)
+    return pd.DataFrame({
+        "run": str_column(code, per_run["run"]),
+        "name": str_column(code, per_run["name"]),
+        "family": str_column(code, per_run["family"]),
+        "upstream": str_column(code, per_run["upstream"]),
+        "us_acc": per_run["us_acc"].to_numpy(float)[code],
+        "task": str_column(groups.task, groups.tasks),
+        "shots": pd.array(groups.shots, dtype="Int64"),
+        "layer": np.asarray(groups.layer, dtype=np.int64),
+        "ds_acc": ds,
+    }, columns=POINT_COLUMNS)
+
+
+def str_column(codes, values) -> pd.Series:
+    """values[codes] as a pandas string column (the `str` dtype), built in Arrow: no Python object per row."""
+    import numpy as np
+    import pyarrow as pa
+
+    dictionary = pa.array([None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values],
+                          pa.large_string())
+    array = pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=np.int64)), dictionary)
+    return pd.Series(array.cast(pa.large_string()), dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def study_mean_mode(store: Store, runs: pd.DataFrame) -> str:
+    """Which arithmetic `study_points(read_results(...))` averages seeds with on this store (see
+    `SeedGroups.mean`): pandas takes numpy's add.reduceat when every group's rows are contiguous and in
+    group order in the tidy table, its compensated sum otherwise. The tidy table orders a run's rows by
+    (task, shots, seed, layer), so the groups (run, task, shots, layer) are in order when the trained runs'
+    keys ascend with their rowids and no (run, task, shots) has both several seeds and several layers.
+    """
+    from transferscale.store import BASELINE_KINDS, FEWSHOT
+
+    probed = runs[(runs["kind"] != "baseline") & runs["fewshot"]]["run"].tolist()
+    if any(a >= b for a, b in zip(probed, probed[1:])):
+        return "kahan"
+    trained = f"m.run IN (SELECT key FROM runs WHERE kind NOT IN {BASELINE_KINDS!r})"
+    if not store.has_rows(f"m.metric = ? AND m.layer != -1 AND {trained}", (FEWSHOT,)):
+        return "reduceat"  # one layer per group: rows of a group are its seeds, one after another
+    first = store.conn.execute(f"SELECT m.run, m.task, m.shots FROM measurements m WHERE m.metric = ? AND "
+                               f"m.layer != -1 AND {trained} LIMIT 1", (FEWSHOT,)).fetchone()
+    mixed = ("SELECT COUNT(DISTINCT seed) > 1 AND COUNT(DISTINCT layer) > 1 FROM measurements "
+             "WHERE run = ? AND metric = ? AND task = ? AND shots = ?")
+    if store.conn.execute(mixed, (first[0], FEWSHOT, *first[1:])).fetchone()[0]:
+        return "kahan"  # the usual study with layer-wise probes: decided by one group
+    scattered = store.conn.execute(
+        f"SELECT 1 FROM measurements m WHERE m.metric = ? AND {trained} GROUP BY m.run, m.task, m.shots "
+        "HAVING COUNT(DISTINCT m.seed) > 1 AND COUNT(DISTINCT m.layer) > 1 LIMIT 1", (FEWSHOT,)).fetchone()
+    return "kahan" if scattered else "reduceat"
+
+
+def store_upstream(store: Store, trained_only: bool) -> pd.DataFrame:
+    """Per run: its upstream dataset (the first upstream row's task) and mean upstream accuracy, computed
+    as `study_points` / `finetune_points` compute them, from the same rows in the same order."""
+    from transferscale.store import BASELINE_KINDS, UPSTREAM
+
+    where = "m.metric = ?" + (f" AND r.kind NOT IN {BASELINE_KINDS!r}" if trained_only else "")
+    rows = store.tidy_rows(where, (UPSTREAM,))
+    return rows.groupby("run", as_index=False).agg(upstream=("task", "first"), us_acc=("value", "mean"))
+
+
+def trained_groups(groups: SeedGroups, runs: pd.DataFrame) -> np.ndarray:
+    """Mask of the groups whose run is not a baseline."""
+    import numpy as np
+
+    baseline = set(runs.loc[runs["kind"] == "baseline", "run"])
+    return ~np.array([r in baseline for r in groups.runs], dtype=bool)[groups.run] if len(groups) else \
+        np.zeros(0, dtype=bool)
+
+
+class _opened:
+    """`with _opened(study) as store`: a study directory is opened (read-only use) and closed after; an
+    open Store is used as it is."""
+
+    def __init__(self, study):
+        self.study, self.own = study, None
+
+    def __enter__(self):
+        from transferscale.store import Store
+
+        if isinstance(self.study, Store):
+            return self.study
+        self.own = Store(self.study, create=False)
+        return self.own
+
+    def __exit__(self, *exc):
+        if self.own is not None:
+            self.own.close()
 
 
 def read_csv_table(csv: Path, join: Path | None = None, on: list[str] | None = None) -> pd.DataFrame:
@@ -160,7 +286,7 @@ FINETUNE_COLUMNS = ["run", "name", "kind", "run_kind", "family", "size", "task",
                     "us_acc", "fewshot_shots", "fewshot_acc"]
 
 
-def finetune_points(results: pd.DataFrame) -> pd.DataFrame:
+def finetune_points(results: pd.DataFrame, top_shots: dict | None = None) -> pd.DataFrame:
     """One row per (run, task) that was fine-tuned: its fine-tuned accuracy beside its US and few-shot accuracy.
 
     `results` is the store's tidy table (transferscale.store.read_results). For run r and task t:
@@ -197,7 +323,11 @@ def finetune_points(results: pd.DataFrame) -> pd.DataFrame:
     if "l2" in few.columns and few.groupby(["run", "task", "shots", "seed"], dropna=False)["l2"].nunique().max() > 1:
         raise TransferscaleError("the results hold several l2 values per probe; keep one before joining, "
                                  "e.g. results[results.l2 == 1024]")
-    top = few.groupby("task")["shots"].max().rename("fewshot_shots")
+    if top_shots is None:
+        top = few.groupby("task")["shots"].max().rename("fewshot_shots")
+    else:
+        top = pd.Series(top_shots, dtype="Int64", name="fewshot_shots")
+        top.index.name = "task"
     out = out.join(top, on="task")
     at_top = few[few["shots"] == few["task"].map(top)]
     acc = at_top.groupby(["run", "task"])["value"].mean().rename("fewshot_acc")

@@ -66,8 +66,11 @@ def run(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Run again the runs that failed before.")] = False,
     cache_dir: Annotated[Path | None, typer.Option(help="Where generated datasets are cached.")] = None,
-    executor: Annotated[str | None, typer.Option(help="Where jobs run (default: the spec's `executor`, "
-                                                    "local).")] = None,
+    executor: Annotated[str | None, typer.Option(help="Where jobs run: local, or ray (default: the spec's "
+                                                    "`executor`, local).")] = None,
+    address: Annotated[str | None, typer.Option(help="With --executor ray: the Ray cluster to join (auto, HOST:PORT "
+                                                   "or ray://HOST:PORT). Default: the spec's, else start Ray on "
+                                                   "this machine.")] = None,
 ) -> None:
     """Run a study, or resume it: finished runs are never redone."""
     from transferscale.cli.progress import RichProgress
@@ -80,7 +83,7 @@ def run(
         console.print(f"[bold]study[/] {study.name}  ->  {study_dir}")
         with RichProgress(console) as progress:
             result = run_study(study, text, study_dir, progress=progress, cache_dir=cache_dir,
-                               retry_failed=retry_failed, executor=executor)
+                               retry_failed=retry_failed, executor=executor, address=address)
     except TransferscaleError as err:
         _fail(err)
     except KeyboardInterrupt:
@@ -119,10 +122,14 @@ def init(
 @app.command()
 def status(study_dir: StudyDir = None) -> None:
     """What is done, running (or interrupted), failed and left in a study."""
-    from transferscale.cli.tables import status_table
+    from transferscale.cli.tables import PlainTable, status_table
 
     try:
-        console.print(status_table(_resolve_dir(study_dir)))
+        table = status_table(_resolve_dir(study_dir))
+        if isinstance(table, PlainTable):  # thousands of runs: aligned text, not rich's per-cell layout
+            console.out(str(table), highlight=False)
+        else:
+            console.print(table)
     except TransferscaleError as err:
         _fail(err)
 
@@ -135,28 +142,33 @@ def results(
     raw: Annotated[bool, typer.Option(help="With --format table: every measurement, not the summary.")] = False,
 ) -> None:
     """Print a study's results, or export the tidy measurement table as CSV or Parquet."""
-    from transferscale.cli.tables import results_summary
-    from transferscale.store import read_results
+    from transferscale.cli.tables import PlainTable, store_summary
+    from transferscale.store import Store, export_results
 
+    rows = 0
     try:
         study_dir = _resolve_dir(study_dir)
-        df = read_results(study_dir)
-        if format == "table":
-            console.print(results_summary(df) if not raw else df.to_string(index=False))
-        elif format == "csv":
-            if output is None:
-                df.to_csv(sys.stdout, index=False)
+        if format == "table" and not raw:
+            summary = store_summary(study_dir)
+            if isinstance(summary, PlainTable):
+                console.out(str(summary), highlight=False)
             else:
-                df.to_csv(output, index=False)
+                console.print(summary)
+        elif format == "table":  # every row, a chunk at a time (one chunk: exactly the whole table's layout)
+            with Store(study_dir, create=False) as store:
+                for i, chunk in enumerate(store.iter_results()):
+                    console.print(chunk.to_string(index=False, header=i == 0))
+        elif format == "csv":
+            rows = export_results(study_dir, sys.stdout if output is None else output, "csv")
         elif format == "parquet":
             output = output or study_dir / "results.parquet"
-            df.to_parquet(output, index=False)
+            rows = export_results(study_dir, output, "parquet")
         else:
             raise TransferscaleError(f"unknown format {format!r}; valid: 'table', 'csv', 'parquet'")
     except TransferscaleError as err:
         _fail(err)
-    if output is not None:
-        console.print(f"wrote {len(df)} rows to {output}")
+    if output is not None and format in ("csv", "parquet"):
+        console.print(f"wrote {rows} rows to {output}")
 
 
 app.command("probe")(probe_command)

@@ -34,6 +34,8 @@ def fit_command(
                                "only (final), or every probed layer (all)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="CSV to write. Default: "
                                        "STUDY_DIR/saturation_fits.csv, or ./saturation_fits.csv with --csv."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", min=1, help="Processes fitting groups at once; the "
+                                    "numbers do not depend on it. Default: one per core, at most one per group."),
 ) -> None:
     """Fit e_DS = k * e_US^alpha + e_IR (errors = 1 - accuracy) per group and report the saturation 1 - e_IR.
 
@@ -52,13 +54,11 @@ def fit_command(
         if layers not in ("final", "all"):
             raise TransferscaleError(f"--layers {layers!r}: use 'final' or 'all'")
         table, by_cols, notes, default_out = load_fit_table(study_dir, csv, us, ds, by or [], join, on or [],
-                                                            percent)
-        if study_dir is not None and layers == "final":
-            table = table[table["layer"] == -1]
+                                                            percent, layers=layers)
         if points not in POINT_SETS:
             raise TransferscaleError(f"--points {points!r} is not a point set; use one of {POINT_SETS}")
         fits = fit_saturation(table, us="us_acc", ds="ds_acc", by=by_cols, points=points,
-                              n_bootstrap=n_bootstrap, random_state=seed)
+                              n_bootstrap=n_bootstrap, random_state=seed, jobs=jobs)
     except TransferscaleError as err:
         Console(stderr=True).print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
         raise typer.Exit(2) from None

@@ -44,6 +44,9 @@ def report_command(
     axis: Annotated[list[str] | None, typer.Option(
         "--axis", help="With --csv: a column to colour the scaling-axes view by (e.g. params, samples_seen); "
         "repeat for several.")] = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, help="Processes for the fits' bootstraps; the numbers do not depend on it. "
+        "Default: one per core, at most one per group.")] = None,
 ) -> None:
     """Write one HTML page showing a study (or any results table) the way Abnar et al. 2021 show theirs.
 
@@ -80,7 +83,7 @@ def report_command(
             data = load_study(study_dir)
             path = out or Path(study_dir) / "report" / "index.html"
         command = _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis)
-        build_report(data, path, n_bootstrap=n_bootstrap, seed=seed, command=command)
+        build_report(data, path, n_bootstrap=n_bootstrap, seed=seed, command=command, jobs=jobs)
     except TransferscaleError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None

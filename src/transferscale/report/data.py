@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from transferscale.analysis.tables import finetune_points, load_fit_table, study_points
+from transferscale.analysis.tables import (
+    finetune_points,
+    load_fit_table,
+    points_from_groups,
+    store_upstream,
+    study_mean_mode,
+    trained_groups,
+)
 from transferscale.errors import TransferscaleError
 
 POINT_COLUMNS = ["model", "family", "size", "data_fraction", "steps", "budget_rank", "task", "shots",
@@ -44,7 +51,9 @@ class ReportData:
     source: str  # "study" or "csv"
     points: pd.DataFrame
     baselines: pd.DataFrame  # name, run_kind, family, task, shots, ds_acc
-    layers: pd.DataFrame  # model, family, task, shots, layer, depth, ds_acc
+    # model, family, size, task, shots, layer, depth, ds_acc: from a study, at the one shot count the layer-wise
+    # figure draws (the largest), so the page never holds every block of every probe
+    layers: pd.DataFrame
     tasks: list
     shots: list
     has_shots: bool
@@ -66,57 +75,100 @@ class ReportData:
 
 
 def load_study(study_dir: Path) -> ReportData:
-    """Read a study's store: trained points on the final layer, baselines, layer-wise rows, provenance."""
-    from transferscale.store import Store, read_results  # torch-free; lazily so `--csv` needs no store
+    """Read a study's store: trained points on the final layer, baselines, layer-wise rows, provenance.
+
+    Only what the page shows is read, aggregated in SQL (seed means of the final layer, and of every block
+    at the reference shot count), never the whole tidy table: the numbers are those `read_results` and
+    `analysis.tables.study_points` give, bit for bit.
+    """
+    from transferscale.store import Store  # torch-free; lazily so `--csv` needs no store
 
     study_dir = Path(study_dir)
-    results = read_results(study_dir)
-    if results.empty:
-        raise TransferscaleError(f"the study at {study_dir} has no results yet; run it first "
-                                 "(`transferscale run`) and make the report when some runs are done")
     with Store(study_dir, create=False) as store:
-        meta = store.meta()
-        runs = store.runs_frame()
-        configs = store.run_configs()
-    kinds = results.drop_duplicates("run").set_index("run")["kind"]
-    pts = study_points(results)
-    pts = pts[pts["run"].map(kinds) != "baseline"]
+        runs_read = store.runs_table()
+        if runs_read.empty:
+            raise TransferscaleError(f"the study at {study_dir} has no results yet; run it first "
+                                     "(`transferscale run`) and make the report when some runs are done")
+        mode = study_mean_mode(store, runs_read)
+        us = store_upstream(store, trained_only=True)
+        return _study_data(study_dir, store, runs_read, mode, us)
+
+
+def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: pd.DataFrame) -> ReportData:
+    """Everything else `load_study` reads, from the open store."""
+    from transferscale.store import FEWSHOT
+
+    meta = store.meta()
+    runs = store.runs_frame()
+    configs = store.run_configs()
+    final = store.seed_groups(FEWSHOT, "m.layer = -1")
+    pts = points_from_groups(final, runs_read, us, mode)
+    top = _top_shots(final)  # per task, for the fine-tuning section
+    seeds = set(final.seeds_present())
+    del final
+    pts = pd.concat([pts, _deepest_layer(store, runs_read, us, pts, mode)], ignore_index=True)
     if pts.empty:
-        models = results[results["kind"] != "baseline"]
-        if models.empty:
-            raise TransferscaleError(f"the study at {study_dir} has no finished model runs yet (only baselines); "
-                                     "make the report when some are done")
+        if (runs_read["kind"] == "baseline").all():
+            raise TransferscaleError(f"the study at {study_dir} has no finished model runs yet (only "
+                                     "baselines); make the report when some are done")
         raise TransferscaleError(
-            f"no model of the study at {study_dir} has an upstream accuracy, the x axis of every figure here; give "
-            "each pretrained model its published value (`upstream_accuracy = 0.75` in its [[models]] entry) and "
-            "run the study again (the features are cached: only the probes run again), or read its per-layer "
-            f"accuracies with `transferscale results {study_dir} --format csv`")
-    runs_info = _run_descriptors(results, configs)
-    points = _final_layer(pts).merge(runs_info, on="run", how="left")
+            f"no model of the study at {study_dir} has an upstream accuracy, the x axis of every figure here; "
+            "give each pretrained model its published value (`upstream_accuracy = 0.75` in its [[models]] "
+            "entry) and run the study again (the features are cached: only the probes run again), or read "
+            f"its per-layer accuracies with `transferscale results {study_dir} --format csv`")
+    runs_info = _run_descriptors(runs_read, configs)
+    points = _with_runs(_final_layer(pts), runs_info)
     points = points.rename(columns={"name": "model"})[[*POINT_COLUMNS, "upstream"]]
     spec = json.loads(meta["spec_json"]) if "spec_json" in meta else {}
     tasks = _task_order(points["task"].unique(), spec.get("downstream", {}).get("tasks", []))
+    shots = sorted(int(s) for s in points["shots"].dropna().unique())
+    layers, layer_seeds = _layer_rows(store, runs_read, us, mode, runs_info, max(shots) if shots else None)
+    baselines, base_seeds = _baselines(store)
+    finetune, ft_seeds = _finetune(store, top, tasks)
+    seeds |= layer_seeds | base_seeds | ft_seeds
     upstream = points["upstream"].iloc[0]
     return ReportData(
         title=meta.get("name", study_dir.name),
         source="study",
         points=points.reset_index(drop=True),
-        baselines=_baselines(results),
-        layers=_layer_rows(results, pts, runs_info),
+        baselines=baselines,
+        layers=layers,
         tasks=tasks,
-        shots=sorted(int(s) for s in points["shots"].dropna().unique()),
+        shots=shots,
         has_shots=True,
         us_label=f"US accuracy on {upstream} (fraction)",
         axes=list(STUDY_AXES),
-        facts=_study_facts(study_dir, meta, spec, runs, results, points),
+        facts=_study_facts(study_dir, meta, spec, runs, int(runs_read["n_rows"].sum()), len(seeds), points),
         reproduce=_run_command(study_dir, meta, spec),
         spec_text=meta.get("spec"),
-        finetune=_finetune(results, tasks),
+        finetune=finetune,
     )
+
+
+def _deepest_layer(store, runs_read: pd.DataFrame, us: pd.DataFrame, pts: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Points of the trained runs with no final-layer probe (layer -1): their deepest probed layer instead."""
+    from transferscale.store import FEWSHOT
+
+    have = set(pts["run"])
+    rest = runs_read[(runs_read["kind"] != "baseline") & runs_read["fewshot"] & runs_read["run"].isin(us["run"])
+                     & ~runs_read["run"].isin(have)]
+    frames = []
+    for key in sorted(rest["run"]):
+        (deepest,) = store.conn.execute("SELECT MAX(layer) FROM measurements WHERE run = ? AND metric = ?",
+                                        (key, FEWSHOT)).fetchone()
+        groups = store.seed_groups(FEWSHOT, "m.run = ? AND m.layer = ?", (key, deepest))
+        frames.append(points_from_groups(groups, runs_read, us, mode))
+    return pd.concat(frames, ignore_index=True) if frames else pts.iloc[:0]
 
 
 def _final_layer(pts: pd.DataFrame) -> pd.DataFrame:
     """The final representation per (run, task, shots): layer -1 where probed, else the deepest layer."""
+    final = pts["layer"] == -1
+    if set(pts.loc[~final, "run"].unique()).isdisjoint(pts.loc[final, "run"].unique()):
+        without = pts[~final]  # the usual case, runs with a final layer and no other rows: no per-row lookups
+        if without.empty:
+            return pts[final]
+        return pd.concat([pts[final], without[without["layer"] == without.groupby("run")["layer"].transform("max")]])
     has_final = pts["run"].isin(pts.loc[pts["layer"] == -1, "run"])
     final = pts[has_final & (pts["layer"] == -1)]
     rest = pts[~has_final]
@@ -125,30 +177,58 @@ def _final_layer(pts: pd.DataFrame) -> pd.DataFrame:
     return final
 
 
-def _run_descriptors(results: pd.DataFrame, configs: dict) -> pd.DataFrame:
+def _with_runs(df: pd.DataFrame, runs_info: pd.DataFrame) -> pd.DataFrame:
+    """`df.merge(runs_info, on="run", how="left")` for a long `df` and one row per run: the run's columns
+    looked up, not a join's copies of the long table (the same values, dtypes and order)."""
+    info = runs_info.set_index("run")
+    out = df.reset_index(drop=True)
+    for col in info.columns:
+        out[col] = info[col].reindex(out["run"]).set_axis(out.index)
+    return out
+
+
+def _run_descriptors(runs_read: pd.DataFrame, configs: dict) -> pd.DataFrame:
     """Per run: size, data fraction and steps (from its config) and its budget's rank within its family."""
-    runs = results.drop_duplicates("run")[["run", "size", "family"]].copy()
+    runs = runs_read[["run", "size", "family"]].copy()
     training = {k: c.get("training", {}) for k, c in configs.items()}
     runs["data_fraction"] = runs["run"].map(lambda r: training.get(r, {}).get("data_fraction", np.nan))
     runs["steps"] = runs["run"].map(lambda r: training.get(r, {}).get("steps", np.nan))
-    trained = results.drop_duplicates("run").set_index("run")["kind"].reindex(runs["run"]).to_numpy() != "baseline"
+    trained = runs_read["kind"].to_numpy() != "baseline"
     key = (runs["data_fraction"] * 1e9 + runs["steps"]).where(trained)
     runs["budget_rank"] = key.groupby(runs["family"]).rank(method="dense") - 1
     return runs.drop(columns="family")
 
 
-def _baselines(results: pd.DataFrame) -> pd.DataFrame:
-    """Baseline DS accuracy (mean over seeds, final layer) per (baseline, task, shots)."""
-    base = results[(results["kind"] == "baseline") & (results["metric"] == "fewshot_accuracy")]
-    base = base[base["layer"] == -1] if (base["layer"] == -1).any() else base
+def _baselines(store) -> tuple[pd.DataFrame, set]:
+    """Baseline DS accuracy (mean over seeds, final layer) per (baseline, task, shots), and the seeds seen.
+
+    Baselines are few runs: their raw rows are read and averaged as the tidy table's would be."""
+    from transferscale.store import BASELINE_KINDS, FEWSHOT
+
+    where = f"m.metric = ? AND r.kind IN {BASELINE_KINDS!r}"
+    base = store.tidy_rows(where + " AND m.layer = -1", (FEWSHOT,), runs_first=True)
+    if base.empty:  # no baseline probed at the final layer: every layer, as the tidy table's reader did
+        base = store.tidy_rows(where, (FEWSHOT,), runs_first=True)
     cols = ["name", "run_kind", "family", "task", "shots"]
     if base.empty:
-        return pd.DataFrame(columns=[*cols, "ds_acc"])
-    return base.groupby(cols, as_index=False, dropna=False).agg(ds_acc=("value", "mean"))
+        return pd.DataFrame(columns=[*cols, "ds_acc"]), set()
+    seeds = set(base["seed"].dropna().astype(int))
+    return base.groupby(cols, as_index=False, dropna=False).agg(ds_acc=("value", "mean")), seeds
 
 
-def _layer_rows(results: pd.DataFrame, pts: pd.DataFrame, runs_info: pd.DataFrame) -> pd.DataFrame:
-    """Trained runs' few-shot accuracy at real layer indices (layer >= 0), with relative depth in (0, 1].
+def _blocks_where(store) -> str | None:
+    """SQL picking the rows of every probed block at one shot count (`?`): an index seek per layer."""
+    from transferscale.store import FEWSHOT
+
+    blocks = [layer for layer in store.layers_of(FEWSHOT) if layer >= 0]
+    return f"m.layer IN ({', '.join(str(int(b)) for b in blocks)}) AND m.shots = ?" if blocks else None
+
+
+def _layer_rows(store, runs_read: pd.DataFrame, us: pd.DataFrame, mode: str, runs_info: pd.DataFrame,
+                shots) -> tuple[pd.DataFrame, set]:
+    """Trained runs' few-shot accuracy at real layer indices (layer >= 0), with relative depth in (0, 1], at
+    the shot count the layer-wise figure draws (the report's reference, the largest; where no block was
+    probed at it, the largest the blocks were probed at), and the seeds seen.
 
     depth = (i + 1) / L for layer i of a network with L probed blocks, so the last block is 1, and 1.0 for
     the final representation (layer -1): the engine's rule (`analysis.tables.relative_depth`), which it
@@ -156,29 +236,69 @@ def _layer_rows(results: pd.DataFrame, pts: pd.DataFrame, runs_info: pd.DataFram
     (an older store, or a table without a `depth` column): the same rule with L = the run's deepest layer
     index + 1, which assumes layers 0..L-1 were all probed.
     """
+    from transferscale.store import FEWSHOT
+
     cols = ["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]
-    lay = pts[pts["layer"] >= 0].rename(columns={"name": "model"})
+    empty = pd.DataFrame(columns=cols), set()
+    where = _blocks_where(store)
+    if shots is None or where is None:
+        return empty
+    groups = store.seed_groups(FEWSHOT, where, (int(shots),), depth=True)
+    if not len(groups.take(trained_groups(groups, runs_read))):
+        (top,) = store.conn.execute("SELECT MAX(shots) FROM measurements WHERE metric = ? AND layer >= 0",
+                                    (FEWSHOT,)).fetchone()
+        groups = store.seed_groups(FEWSHOT, where, (int(top),), depth=True)
+    groups = groups.take(trained_groups(groups, runs_read))
+    seeds = set(groups.seeds_present())
+    depth = _recorded_depth(store, groups)
+    lay = points_from_groups(groups, runs_read, us, mode).rename(columns={"name": "model"})
     if lay.empty:
-        return pd.DataFrame(columns=cols)
-    if "depth" in results.columns:
-        own = results[results["layer"] >= 0].groupby(["run", "layer"], as_index=False)["depth"].mean()
-        lay = lay.merge(own, on=["run", "layer"], how="left")
-    else:
-        lay = lay.assign(depth=np.nan)
+        return empty
+    lay = lay.merge(depth, on=["run", "layer"], how="left")
     n_layers = lay.groupby("run")["layer"].transform("max") + 1
     lay["depth"] = lay["depth"].where(lay["depth"].notna(), (lay["layer"] + 1) / n_layers)
-    return lay.merge(runs_info[["run", "size"]], on="run", how="left")[cols].reset_index(drop=True)
+    return _with_runs(lay, runs_info[["run", "size"]])[cols].reset_index(drop=True), seeds
 
 
-def _finetune(results: pd.DataFrame, tasks: list) -> pd.DataFrame:
-    """Fine-tuned accuracy per (run, task) with its US and few-shot accuracy, tasks in the report's order."""
-    ft = finetune_points(results)
-    if ft.empty:
-        return pd.DataFrame(columns=FINETUNE_COLUMNS)
+def _recorded_depth(store, groups) -> pd.DataFrame:
+    """Per (run, layer): the depth recorded with its rows (NaN where none was); where a run's rows of one
+    layer disagree, their mean over all of that layer's rows."""
+    keys = np.array(groups.runs, dtype=object)
+    df = pd.DataFrame({"run": keys[groups.run], "layer": groups.layer, "lo": groups.depth_min,
+                       "hi": groups.depth_max})
+    per = df.groupby(["run", "layer"], as_index=False).agg(lo=("lo", "min"), hi=("hi", "max"))
+    per["depth"] = per["lo"].where(per["lo"] == per["hi"])
+    for i in np.flatnonzero((per["lo"] != per["hi"]) & per["lo"].notna()):
+        run, layer = per.at[i, "run"], int(per.at[i, "layer"])
+        per.at[i, "depth"] = store.tidy_rows("m.run = ? AND m.layer = ?", (run, layer))["depth"].mean()
+    return per[["run", "layer", "depth"]]
+
+
+def _top_shots(final) -> pd.Series:
+    """The largest shot count of each task's final-layer probes (over every run)."""
+    return pd.Series(final.shots, index=np.array(final.tasks, dtype=object)[final.task]).groupby(level=0).max()
+
+
+def _finetune(store, top: pd.Series, tasks: list) -> tuple[pd.DataFrame, set]:
+    """Fine-tuned accuracy per (run, task) with its US and few-shot accuracy, tasks in the report's order.
+
+    `analysis.tables.finetune_points` on the rows it reads: every fine-tuning and upstream row, and the
+    final-layer probes of the fine-tuned tasks at each task's largest shot count (`top`, over every run's
+    final-layer probes)."""
+    from transferscale.store import FEWSHOT, FINETUNE, UPSTREAM
+
+    ft_rows = store.tidy_rows("m.metric = ?", (FINETUNE,))
+    if ft_rows.empty:
+        return pd.DataFrame(columns=FINETUNE_COLUMNS), set()
+    pairs = [(t, int(top[t])) for t in dict.fromkeys(ft_rows["task"]) if t in top.index]
+    few = [store.tidy_rows("m.metric = ? AND m.layer = -1 AND m.task = ? AND m.shots = ?", (FEWSHOT, t, s))
+           for t, s in pairs]
+    rows = pd.concat([ft_rows, store.tidy_rows("m.metric = ?", (UPSTREAM,)), *few], ignore_index=True)
+    ft = finetune_points(rows, top_shots=dict(pairs))
     order = {t: i for i, t in enumerate([*tasks, *sorted(set(ft["task"]) - set(tasks))])}
     ft = ft.rename(columns={"name": "model"}).assign(_order=ft["task"].map(order))
     ft = ft.sort_values(["_order", "kind", "ft_acc"], ascending=[True, False, False], kind="stable")
-    return ft[FINETUNE_COLUMNS].reset_index(drop=True)
+    return ft[FINETUNE_COLUMNS].reset_index(drop=True), set(ft_rows["seed"].dropna().astype(int))
 
 
 def _task_order(present, spec_tasks) -> list:
@@ -187,18 +307,17 @@ def _task_order(present, spec_tasks) -> list:
     return [t for t in spec_tasks if t in present] + sorted(present - set(spec_tasks))
 
 
-def _study_facts(study_dir, meta, spec, runs, results, points) -> list:
+def _study_facts(study_dir, meta, spec, runs, n_rows: int, seeds: int, points) -> list:
     created = meta.get("created", "")
     finished = pd.to_numeric(runs["finished"], errors="coerce").max()
     last = datetime.fromtimestamp(finished).astimezone().strftime("%Y-%m-%d %H:%M %Z") if finished == finished else "-"
     status = runs["status"].value_counts()
     status_text = ", ".join(f"{n} {s}" for s, n in status.items())
-    seeds = results["seed"].dropna().nunique()
     facts = [("study", meta.get("name", study_dir.name)), ("description", spec.get("description", "")),
              ("directory", str(Path(study_dir).resolve())), ("created", created), ("last run finished", last),
              ("runs", f"{len(runs)} in the store ({status_text}); {points['model'].nunique()} trained runs "
                       "are fit points, baselines are reference lines"),
-             ("measurements", f"{len(results):,} rows; {seeds} probe seed(s), averaged")]
+             ("measurements", f"{n_rows:,} rows; {seeds} probe seed(s), averaged")]
     if (runs["status"] != "done").any():
         facts.append(("note", "the study is not finished: this report shows the runs done so far"))
     return [(k, v) for k, v in facts if v]

@@ -19,6 +19,10 @@ DS_LABEL = "DS accuracy (fraction)"
 
 
 RAW_KINDS = {"pixels": "raw pixels", "words": "bag of words"}  # the raw-input baselines, by run kind
+# A panel with more points than this draws their density (hexagons) and only the hull's models as markers:
+# thousands of overlapping markers hide the frontier they are meant to show, and cost seconds to draw.
+DENSE_POINTS = 400
+DENSITY_CMAP = "Greys"
 
 def frontier_grid(data: ReportData, res: Analysis) -> bytes:
     """Every (task, shots) panel: points by family / size / budget, the hull, both fits, 1 - e_IR.
@@ -39,7 +43,11 @@ def frontier_grid(data: ReportData, res: Analysis) -> bytes:
             g = pts[(pts["task"] == task) & (pts["shots"] == s)]
             base = _baselines_at(data, task, s)
             _baseline_lines(ax, base)
-            _points(ax, g)
+            if len(g) > DENSE_POINTS:
+                _density(ax, g["us_acc"], g["ds_acc"], xlim)
+                _points(ax, g.iloc[_hull_index(g)])
+            else:
+                _points(ax, g)
             _hull_line(ax, g)
             hull, every = res.fit("hull", task, s), res.fit("all", task, s)
             _curve(ax, every, xs, style.ALL_FIT_COLOUR, "--")
@@ -104,11 +112,23 @@ def _points(ax, g) -> None:
                    edgecolor="white", linewidth=0.5, zorder=3)
 
 
+def _density(ax, x, y, xlim, gridsize: int = 28) -> None:
+    """Where the models are, as hexagons shaded by how many fall in each (log scale), under everything else."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ylo, yhi = float(np.min(y)), float(np.max(y))
+    pad = 0.02 * max(yhi - ylo, 0.02)
+    ax.hexbin(x, y, gridsize=gridsize, bins="log", mincnt=1, cmap=DENSITY_CMAP, linewidths=0, alpha=0.75,
+              extent=(xlim[0], xlim[1], ylo - pad, yhi + pad), zorder=1.2)
+
+
+def _hull_index(g):
+    return upper_hull(g["us_acc"].to_numpy(float), g["ds_acc"].to_numpy(float)) if len(g) >= 2 else np.arange(len(g))
+
+
 def _hull_line(ax, g) -> None:
     if len(g) < 2:
         return
-    idx = upper_hull(g["us_acc"].to_numpy(float), g["ds_acc"].to_numpy(float))
-    h = g.iloc[idx]
+    h = g.iloc[_hull_index(g)]
     ax.plot(h["us_acc"], h["ds_acc"], color=style.HULL_COLOUR, lw=0.8, alpha=0.55, zorder=2)
     ax.scatter(h["us_acc"], h["ds_acc"], s=58, facecolor="none", edgecolor=style.HULL_COLOUR, linewidth=0.9,
                zorder=4)
@@ -158,17 +178,20 @@ def _frontier_legend(data: ReportData) -> list:
     pts = data.points
     h = [Line2D([], [], ls="", marker="o", color=style.family_colour(f), label=style.family_label(f))
          for f in sorted(pts["family"].unique()) if f != "models"]
-    sizes = [s for s in ("s", "m", "l", "xl") if s in set(pts["size"].dropna())]
+    sizes = [s for s in ("s", "m", "l", "xl") if s in set(pts["size"].dropna().unique())]
     h += [Line2D([], [], ls="", marker=style.size_marker(s), color="#777777", label=f"size {s}") for s in sizes]
     ranks = sorted(pts["budget_rank"].dropna().unique())
     if len(ranks) > 1:
+        shown = ranks if len(ranks) <= 5 else [ranks[0], ranks[len(ranks) // 2], ranks[-1]]  # the legend fits a row
         h += [Line2D([], [], ls="", marker="o", color="#999999",
                      markersize=float(np.sqrt(style.budget_area(r))), label=f"budget {int(r) + 1} of {len(ranks)}")
-              for r in ranks]
+              for r in shown]
     lines = [Line2D([], [], ls="", marker="o", mfc="none", mec=style.HULL_COLOUR, markersize=8, label="on upper hull"),
           Line2D([], [], color=style.HULL_COLOUR, label="fit on hull"),
           Line2D([], [], color=style.ALL_FIT_COLOUR, ls="--", label="fit on all points"),
           Patch(color=style.SATURATION_COLOUR, alpha=0.45, label="1 − e_IR (95% CI)")]
+    if len(pts) and pts.groupby(["task", "shots"], dropna=False).size().max() > DENSE_POINTS:
+        lines.append(Patch(color="#8a8a8a", alpha=0.6, label="where the models are (density)"))
     kinds = set(data.baselines["run_kind"]) if not data.baselines.empty else set()
     for kind in sorted(kinds & set(RAW_KINDS)):
         lines.append(Line2D([], [], color="#222222", ls=":", label=f"{RAW_KINDS[kind]} (baseline)"))

@@ -17,7 +17,7 @@ from matplotlib.patches import Patch
 
 from transferscale.report import style
 from transferscale.report.data import ReportData
-from transferscale.report.figures import DS_LABEL, _curve, _panel_title, _us_limits, _ylim
+from transferscale.report.figures import DENSE_POINTS, DS_LABEL, _curve, _panel_title, _us_limits, _ylim
 from transferscale.report.numbers import Analysis
 
 CMAP = colormaps["viridis"]
@@ -44,7 +44,9 @@ def scaling_axes_grid(data: ReportData, res: Analysis, shots) -> bytes | None:
                 ax = grid[i, j]
                 g = pts[pts["task"] == task]
                 _curve(ax, res.fit("hull", task, shots), xs, CURVE, "-", lw=2.2)
-                for fam, f in g.groupby("family"):
+                if len(g) > DENSE_POINTS:
+                    _mean_colour_cells(ax, g, col, colouring, xlim)
+                for fam, f in (g.groupby("family") if len(g) <= DENSE_POINTS else ()):
                     ax.scatter(f["us_acc"], f["ds_acc"], s=26 if len(g) < 200 else 9, c=_colours(f[col], colouring),
                                marker=family_marker(fam), edgecolor="white", linewidth=0.4, zorder=3)
                 ax.set_xlim(*xlim)
@@ -58,9 +60,36 @@ def scaling_axes_grid(data: ReportData, res: Analysis, shots) -> bytes | None:
     handles = [Line2D([], [], color=CURVE, lw=2.2, label="law fitted on the upper hull of all models")]
     handles += [Line2D([], [], ls="", marker=family_marker(f), color="#666666", label=style.family_label(f))
                 for f in sorted(pts["family"].unique()) if f != "models"]
+    if len(pts) and pts.groupby("task").size().max() > DENSE_POINTS:
+        handles.append(Patch(color=CMAP(0.5), label=f"panels of over {DENSE_POINTS} models: each hexagon coloured "
+                                                   "by the mean of the axis over its models"))
     shot_text = f" at {data.shot_label(shots)}" if data.has_shots else ""
     style.finish(fig, f"Scaling axes{shot_text}: one curve for every axis?", [handles])
     return style.to_png(fig)
+
+
+def _mean_colour_cells(ax, g: pd.DataFrame, col: str, colouring, xlim, gridsize: int = 24) -> None:
+    """Thousands of models: hexagons coloured by the mean position of their models' axis values on the
+    colour scale (the legend's order for a few values, the colour bar's scale for many)."""
+    t = _positions(g[col], colouring)
+    ok = np.isfinite(t)
+    if not ok.any():
+        return
+    y = g["ds_acc"].to_numpy(float)
+    pad = 0.02 * max(float(np.ptp(y)), 0.02)
+    ax.hexbin(g["us_acc"].to_numpy(float)[ok], y[ok], C=t[ok], reduce_C_function=np.mean, gridsize=gridsize,
+              cmap=CMAP, vmin=0.0, vmax=1.0, mincnt=1, linewidths=0,
+              extent=(xlim[0], xlim[1], float(y.min()) - pad, float(y.max()) + pad), zorder=3)
+
+
+def _positions(values: pd.Series, colouring) -> np.ndarray:
+    """Each value's place on the colour map, in [0, 1] (NaN where it has none)."""
+    if isinstance(colouring, Normalize):
+        return np.ma.filled(colouring(pd.to_numeric(values, errors="coerce").to_numpy(float)), np.nan)
+    keys = list(colouring)
+    n = max(len(keys) - 1, 1)
+    place = {k: 0.1 + 0.8 * i / n for i, k in enumerate(keys)}
+    return np.array([place.get(str(v), np.nan) for v in values], dtype=float)
 
 
 def family_marker(family) -> str:

@@ -6,6 +6,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from transferscale.report import style
 from transferscale.report.data import ReportData
@@ -61,7 +62,8 @@ def layer_curves(data: ReportData, res: Analysis, shots) -> bytes | None:
     if lay.empty:
         return None
     lay = lay[lay["shots"] == shots] if (lay["shots"] == shots).any() else lay[lay["shots"] == lay["shots"].max()]
-    near, far = near_far(data, res, shots, [t for t in data.tasks if t in set(lay["task"])])
+    present = set(lay["task"].unique())
+    near, far = near_far(data, res, shots, [t for t in data.tasks if t in present])
     n_rows = max(len(near), len(far), 1)
     fig, axes = style.new_grid(n_rows, 2, w=3.6, h=2.1, wgap=0.8, hgap=0.6, head=style.head_height(1))
     rho = _rho_us(res, shots)
@@ -73,7 +75,10 @@ def layer_curves(data: ReportData, res: Analysis, shots) -> bytes | None:
                     ax.set_visible(False)
                     continue
                 task = group[i]
-                for _, g in lay[lay["task"] == task].groupby("model"):
+                rows = lay[lay["task"] == task]
+                if rows["model"].nunique() > DENSE_MODELS:
+                    _quantile_bands(ax, rows)
+                for _, g in (rows.groupby("model") if rows["model"].nunique() <= DENSE_MODELS else ()):
                     g = g.sort_values("depth")
                     colour = style.family_colour(g["family"].iloc[0])
                     ax.plot(g["depth"], g["ds_acc"], color=colour, lw=1.0, alpha=0.6)
@@ -87,12 +92,32 @@ def layer_curves(data: ReportData, res: Analysis, shots) -> bytes | None:
                     ax.set_xlabel("relative depth (1 = last block)")
     handles = [Line2D([], [], color=style.family_colour(f), label=style.family_label(f))
                for f in sorted(lay["family"].unique())]
-    handles.append(Line2D([], [], ls="", marker="o", color="#666666", ms=4, label="each model's best layer"))
+    dense = lay.groupby("task")["model"].nunique().max() > DENSE_MODELS
+    best = "each family's median best layer" if dense else "each model's best layer"
+    handles.append(Line2D([], [], ls="", marker="o", color="#666666", ms=4, label=best))
+    if dense:
+        handles.append(Patch(color="#999999", alpha=0.35, label=f"over {DENSE_MODELS} models: median per family, "
+                                                                "band: middle half of the models"))
     style.finish(fig, f"Layer-wise {shots}-shot probes: near tasks (left) and far tasks (right)", [handles])
     return style.to_png(fig)
 
 
 DS_SHOT_LABEL = "DS accuracy, {shots}-shot (fraction)"
+DENSE_MODELS = 40  # more models than this in a panel: their spread per family, not one line each
+
+
+def _quantile_bands(ax, rows) -> None:
+    """Per family, the median accuracy at each relative depth with its interquartile band (edges drawn thin,
+    so overlapping families stay apart), and a dot at the median curve's best depth."""
+    for fam, f in rows.groupby("family", sort=True):
+        q = f.groupby(f["depth"].round(6))["ds_acc"].quantile([0.25, 0.5, 0.75]).unstack()
+        colour = style.family_colour(fam)
+        ax.fill_between(q.index, q[0.25], q[0.75], color=colour, alpha=0.12, lw=0)
+        for edge in (0.25, 0.75):
+            ax.plot(q.index, q[edge], color=colour, lw=0.6, alpha=0.7)
+        ax.plot(q.index, q[0.5], color=colour, lw=1.6)
+        top = q[0.5].idxmax()
+        ax.scatter([top], [q.at[top, 0.5]], color=colour, s=14, zorder=3)
 
 
 def near_far(data: ReportData, res: Analysis, shots, tasks=None) -> tuple[list, list]:

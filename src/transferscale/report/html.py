@@ -10,6 +10,8 @@ import pandas as pd
 
 from transferscale.report import style
 from transferscale.report.data import FINETUNE_HINT, LAYER_HINT, ReportData
+from transferscale.report.figures import DENSE_POINTS
+from transferscale.report.figures_tasks import DENSE_MODELS
 from transferscale.report.numbers import Analysis, summary
 from transferscale.report.template import CSS, PAGE
 
@@ -67,6 +69,9 @@ def _frontier(data: ReportData, res: Analysis, figs) -> str:
            "on the hull; grey dashed: fitted on all points. The orange line is the saturation value 1 &minus; "
            f"e<sub>IR</sub>, the band its 95% interval from a {res.n_bootstrap}-resample bootstrap (the report's "
            "small bootstrap, for speed; <code>transferscale fit</code> uses 1,000)." + base)
+    if _densest(data.points, ["task", "shots"]) > DENSE_POINTS:
+        cap += (f" Panels of over {DENSE_POINTS} models shade where the models are (grey hexagons, darker for more, "
+                "on a log scale) and draw as markers only the models on the hull.")
     return _figure(figs.get("frontier"), "DS accuracy against US accuracy for every task and shot count", cap)
 
 
@@ -163,6 +168,9 @@ def _axes(data: ReportData, res: Analysis, figs) -> str:
            "all of them. Abnar et al. find that these axes move a model along one curve: conditioned on US "
            "accuracy they add no information about DS accuracy. Colours mixed along the curve mean the same here; "
            "a colour sitting above or below the rest at equal US accuracy means that axis matters by itself.")
+    if _densest(data.points[data.points["shots"] == res.ref_shots], ["task"]) > DENSE_POINTS:
+        cap += (f" Panels of over {DENSE_POINTS} models colour each hexagon by the mean of the axis over the models "
+                "in it, on the same colour scale.")
     return _figure(figs["axes"], "DS against US coloured by each scaling axis", cap)
 
 
@@ -183,6 +191,10 @@ def _layers(data: ReportData, res: Analysis, figs) -> str:
            "family; a dot marks the model's best layer. Left: the tasks most correlated with upstream accuracy "
            "(near); right: the rest (far). "
            "Abnar et al. find near tasks improve up to the last layer while far tasks peak earlier.")
+    if len(data.layers) and data.layers.groupby("task")["model"].nunique().max() > DENSE_MODELS:
+        cap += (f" Tasks with over {DENSE_MODELS} models show, per family, the median accuracy at each depth with "
+                "the band holding the middle half of the models (25th to 75th percentile), and a dot at the "
+                "median's best depth.")
     return _figure(figs["layers"], "Layer-wise DS accuracy against relative depth", cap)
 
 
@@ -236,6 +248,11 @@ def _reproduce(data: ReportData, res: Analysis, command: str) -> str:
 
 
 # ---- parts ----------------------------------------------------------------------------------------------
+
+
+def _densest(points: pd.DataFrame, by: list) -> int:
+    """The most points any panel (group of `by`) holds."""
+    return int(points.groupby(by, dropna=False).size().max()) if len(points) else 0
 
 
 def _figure(png: bytes | None, alt: str, caption: str) -> str:

@@ -37,11 +37,14 @@ class Analysis:
         return None if row.empty else row.iloc[0]
 
 
-def analyse(data: ReportData, n_bootstrap: int = 200, seed: int = 0) -> Analysis:
+def analyse(data: ReportData, n_bootstrap: int = 200, seed: int = 0, jobs: int | None = None) -> Analysis:
+    """The report's numbers; the hull fits' bootstraps run in `jobs` processes (None: one per core, at most
+    one per group), which changes no number."""
     pts = data.points
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # constant inputs in tiny groups: flagged, not fatal
-        hull = _clip(fit_saturation(pts, by=BY, points="upper_hull", n_bootstrap=n_bootstrap, random_state=seed))
+        hull = _clip(fit_saturation(pts, by=BY, points="upper_hull", n_bootstrap=n_bootstrap, random_state=seed,
+                                    jobs=jobs if n_bootstrap else 1))
         every = _clip(fit_saturation(pts, by=BY, points="all", n_bootstrap=0, random_state=seed))
         corr = correlations(pts, task="task", model="model", shots="shots", fits=hull)
     return Analysis(hull=hull, all=every, corr=_matrices(corr, data), with_us=corr.with_us,
