@@ -17,12 +17,17 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from transferscale.errors import TransferscaleError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 RESULTS_FILE = "results.sqlite"
 NA = -1
@@ -196,7 +201,7 @@ class Store:
         )
 
     # ---- reading --------------------------------------------------------------------------------------
-    def runs_frame(self):
+    def runs_frame(self) -> pd.DataFrame:
         import pandas as pd
 
         return pd.read_sql_query(
@@ -209,7 +214,7 @@ class Store:
         """Each run's config (the dict its key hashes), by run key."""
         return {key: json.loads(config) for key, config in self.conn.execute("SELECT key, config FROM runs")}
 
-    def results_frame(self):
+    def results_frame(self) -> pd.DataFrame:
         """The tidy table: one row per measurement, joined with the run's name, kind and family."""
         return self._tidy("1", ())
 
@@ -219,7 +224,7 @@ class Store:
     # (`tidy_rows`), or stream every row in chunks (`iter_results`). The index on (metric, layer, shots)
     # serves those questions.
 
-    def runs_table(self):
+    def runs_table(self) -> pd.DataFrame:
         """Every run with at least one measurement, in the order `read_results` lists them (by rowid):
         run (its key), name, kind ('baseline' for BASELINE_KINDS), run_kind, family, size, n_rows (how many
         measurements), fewshot (whether any of them is a few-shot probe)."""
@@ -238,7 +243,7 @@ class Store:
         """How many rows `read_results` returns (measurements of runs the store knows)."""
         return int(self.runs_table()["n_rows"].sum())
 
-    def tidy_rows(self, where: str, params: Sequence = (), *, runs_first: bool = False):
+    def tidy_rows(self, where: str, params: Sequence = (), *, runs_first: bool = False) -> pd.DataFrame:
         """The rows of `read_results` that satisfy `where` (SQL over the measurements `m` and runs `r`),
         with its columns, dtypes and order: for questions whose answer is a handful of rows.
 
@@ -246,9 +251,26 @@ class Store:
         rows, rather than the rows of the metric or layer and look up each one's run."""
         return self._tidy(where, params, runs_first)
 
-    def iter_results(self, chunk_rows: int = 100_000):
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the store, whatever a writer commits meanwhile (a WAL read
+        transaction); nested, the outer one holds."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.rollback()
+
+    def iter_results(self, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
         """`read_results` in pieces of about `chunk_rows` rows (whole runs; one run's rows stay together):
-        concatenated, the pieces are the same table, in the same order."""
+        concatenated, the pieces are the same table, in the same order, all read from one snapshot."""
+        with self.snapshot():
+            yield from self._chunks(chunk_rows)
+
+    def _chunks(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         runs = self.conn.execute(
             "SELECT rowid, (SELECT COUNT(*) FROM measurements m WHERE m.run = r.key) FROM runs r ORDER BY rowid"
         ).fetchall()
@@ -264,7 +286,7 @@ class Store:
         if start is not None:
             yield self._tidy("r.rowid BETWEEN ? AND ?", (start, runs[-1][0]))
 
-    def _tidy(self, where: str, params: Sequence, runs_first: bool = False):
+    def _tidy(self, where: str, params: Sequence, runs_first: bool = False) -> pd.DataFrame:
         import pandas as pd
 
         # runs first: each run's rows by the primary key (run, metric, ...), named, since the planner may
@@ -381,7 +403,7 @@ class _Codes:
         self.index: dict[str, int] = {}
         self.values: list[str] = []
 
-    def encode(self, items):
+    def encode(self, items) -> np.ndarray:
         import numpy as np
 
         index = self.index
@@ -404,14 +426,14 @@ class SeedGroups:
     runs: list
     tasks: list
     seeds: list
-    run: object
-    task: object
-    shots: object
-    layer: object
-    rows: object
-    values: object
-    depth_min: object
-    depth_max: object
+    run: np.ndarray
+    task: np.ndarray
+    shots: np.ndarray
+    layer: np.ndarray
+    rows: np.ndarray
+    values: np.ndarray
+    depth_min: np.ndarray
+    depth_max: np.ndarray
 
     @classmethod
     def build(cls, parts, runs: list, tasks: list, seeds: list) -> SeedGroups:
@@ -443,7 +465,7 @@ class SeedGroups:
         return len(self.run)
 
     @property
-    def several_rows(self):
+    def several_rows(self) -> np.ndarray:
         """Groups with more rows than seeds (several l2 values for one seed)."""
         import numpy as np
 
@@ -460,7 +482,7 @@ class SeedGroups:
         return SeedGroups(self.runs, self.tasks, self.seeds, *(getattr(self, f)[mask] for f in (
             "run", "task", "shots", "layer", "rows", "values", "depth_min", "depth_max")))
 
-    def mean(self, how: str):
+    def mean(self, how: str) -> np.ndarray:
         """Each group's mean over its seeds, with the arithmetic pandas' groupby uses on the tidy table.
 
         how="kahan": compensated summation in row order, pandas' kernel when a group's rows are scattered
@@ -511,33 +533,36 @@ def export_results(study_dir: str | Path, out, format: str, chunk_rows: int = 10
     """
     if format not in ("csv", "parquet"):
         raise TransferscaleError(f"unknown export format {format!r}; valid: 'csv', 'parquet'")
-    n = 0
-    with Store(study_dir, create=False) as store:
-        chunks = (_conform(c) for c in store.iter_results(chunk_rows))
-        if format == "csv":
-            stream = open(out, "w", newline="") if isinstance(out, str | Path) else out
-            try:
-                header = True
-                for chunk in chunks:
-                    chunk.to_csv(stream, index=False, header=header)
-                    header, n = False, n + len(chunk)
-                if header:  # no rows: the header alone, as an empty table writes it
-                    _conform(store.tidy_rows("0")).to_csv(stream, index=False)
-            finally:
-                if stream is not out:
-                    stream.close()
-            return n
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    with Store(study_dir, create=False) as store, store.snapshot():
+        return _export(store, out, format, chunk_rows)
 
-        template = _conform(store.tidy_rows("0"))
-        schema = pa.Schema.from_pandas(template, preserve_index=False)
-        with pq.ParquetWriter(out, schema) as writer:
+
+def _export(store: Store, out, format: str, chunk_rows: int) -> int:
+    chunks = (_conform(c) for c in store.iter_results(chunk_rows))
+    template = _conform(store.tidy_rows("0"))  # no rows: the tidy table's columns and dtypes
+    n = 0
+    if format == "csv":
+        stream = open(out, "w", newline="") if isinstance(out, str | Path) else out
+        try:
             for chunk in chunks:
-                writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
+                chunk.to_csv(stream, index=False, header=n == 0)
                 n += len(chunk)
-            if not n:
-                writer.write_table(pa.Table.from_pandas(template, schema=schema, preserve_index=False))
+            if n == 0:  # the header alone, as an empty table writes it
+                template.to_csv(stream, index=False)
+        finally:
+            if stream is not out:
+                stream.close()
+        return n
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.Schema.from_pandas(template, preserve_index=False)
+    with pq.ParquetWriter(out, schema) as writer:
+        for chunk in chunks:
+            writer.write_table(pa.Table.from_pandas(chunk, schema=schema, preserve_index=False))
+            n += len(chunk)
+        if n == 0:
+            writer.write_table(pa.Table.from_pandas(template, schema=schema, preserve_index=False))
     return n
 
 

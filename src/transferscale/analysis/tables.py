@@ -104,7 +104,7 @@ def store_points(study, layers: str = "all") -> pd.DataFrame:
 
     if layers not in ("all", "final"):
         raise TransferscaleError(f"layers={layers!r}: use 'final' or 'all'")
-    with _opened(study) as store:
+    with _opened(study) as store, store.snapshot():
         runs = store.runs_table()
         us = store_upstream(store, trained_only=True)
         groups = store.seed_groups(FEWSHOT, "m.layer = -1" if layers == "final" else "1")

@@ -88,7 +88,7 @@ def store_summary(study_dir: Path, shots: int | None = None) -> Table:
 
     from transferscale.store import FEWSHOT, UPSTREAM
 
-    with Store(study_dir, create=False) as store:
+    with Store(study_dir, create=False) as store, store.snapshot():
         runs = store.runs_table()
         if runs.empty:
             return Table(title="no results yet")

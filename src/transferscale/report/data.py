@@ -84,7 +84,7 @@ def load_study(study_dir: Path) -> ReportData:
     from transferscale.store import Store  # torch-free; lazily so `--csv` needs no store
 
     study_dir = Path(study_dir)
-    with Store(study_dir, create=False) as store:
+    with Store(study_dir, create=False) as store, store.snapshot():
         runs_read = store.runs_table()
         if runs_read.empty:
             raise TransferscaleError(f"the study at {study_dir} has no results yet; run it first "
