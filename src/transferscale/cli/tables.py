@@ -134,7 +134,8 @@ def _summary(runs, up, acc, tasks: list, shots, n_rows: int) -> Table | PlainTab
         cells = [f"{up[run]:.3f}" if run in up_index else "-"]
         if run in acc_rows:
             values = acc.loc[run]
-            cells += [f"{values[t]:.3f}" if t in acc_cols else "-" for t in tasks]
+            # a task the run has no accuracy for (not probed, or its features recorded as degenerate): "-"
+            cells += [f"{values[t]:.3f}" if t in acc_cols and values[t] == values[t] else "-" for t in tasks]
         else:
             cells += ["-"] * len(tasks)
         table.add_row(name, *cells, style="dim" if kind == "baseline" else None)
