@@ -237,6 +237,23 @@ def test_too_many_shots_fails_before_any_training(tiny_spec):
     assert not (out / "checkpoints").exists()
 
 
+def test_a_spec_refused_by_the_data_checks_leaves_the_stored_spec_alone(tiny_spec):
+    from transferscale.errors import TransferscaleError
+    from transferscale.store import Store
+
+    path, out = tiny_spec()
+    _run(path)
+    with Store(out, create=False) as store:
+        before = store.meta()["spec"]
+    path.write_text(path.read_text().replace("shots = [1, 5]", "shots = [1, 30]"))
+    with pytest.raises(TransferscaleError, match="has 25 training examples"):
+        _run(path)
+    with Store(out, create=False) as store:
+        assert store.meta()["spec"] == before  # `status` still shows the study's real plan
+    status = subprocess.run(_cli("status", out), capture_output=True, text=True)
+    assert status.returncode == 0 and "5 done" in status.stdout
+
+
 def test_a_second_run_of_the_same_study_is_refused_while_the_first_works(tiny_spec):
     path, out = tiny_spec(steps=200)
     proc = subprocess.Popen(_cli("run", path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -127,16 +127,18 @@ class StudyRunner:
         t_start = time.perf_counter()
         result = StudyResult(self.dir)
         with self._lock(), Store(self.dir) as store:
-            store.set_meta(name=self.spec.name, spec=self.spec_text, spec_json=self.spec.model_dump_json())
-            if "created" not in store.meta():
-                store.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             jobs = self.pending(store)
             result.skipped = len(self.plan.runs) - len(jobs)
             work = {job.run.key: self.plan.work(job.run, list(job.evaluations)) for job in jobs}
-            self.progress.start(self.plan, [job.run for job in jobs], sum(work.values()))
-            if jobs:
+            ctx = None
+            if jobs:  # the protocols' look at the data comes first: a spec they refuse leaves the study as it was
                 ctx = JobContext(self.spec, self.dir, self.cache_dir, progress=self.progress, plan=self.plan)
                 self.check(ctx)
+            store.set_meta(name=self.spec.name, spec=self.spec_text, spec_json=self.spec.model_dump_json())
+            if "created" not in store.meta():
+                store.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            self.progress.start(self.plan, [job.run for job in jobs], sum(work.values()))
+            if jobs:
                 run_versions = versions()
                 executor = EXECUTORS.get(self.executor_options.kind).from_spec(self.executor_options)
                 started: dict[str, float] = {}
