@@ -76,3 +76,21 @@ def test_status_counts_every_planned_run(tmp_path):
 def test_results_of_a_missing_study_says_what_to_do(tmp_path):
     out = cli.invoke(app, ["results", str(tmp_path / "nothing")])
     assert out.exit_code == 2 and "transferscale run" in out.output
+
+
+def test_results_output_file_picks_its_format_from_the_suffix_or_fails(tmp_path):
+    import sqlite3
+
+    from transferscale.plan import Evaluation
+
+    plan = make_plan(load_spec(None, quick=True)[0])
+    with Store(tmp_path) as store:
+        store.mark_running(plan.runs[0], {})
+        store.commit_run(plan.runs[0].key, [Measurement("upstream_accuracy", "fractals", 0.5)],
+                         [Evaluation("fewshot", "fashion_mnist", "e1")], params=None, train_seconds=0, eval_seconds=0)
+    done = cli.invoke(app, ["results", str(tmp_path), "-o", str(tmp_path / "all.csv")])
+    assert done.exit_code == 0 and "wrote 1 rows" in done.output
+    assert (tmp_path / "all.csv").read_text().splitlines()[1].endswith("0.5")
+    bad = cli.invoke(app, ["results", str(tmp_path), "-o", str(tmp_path / "all.txt")])
+    assert bad.exit_code == 2 and "give --format csv" in bad.output and not (tmp_path / "all.txt").exists()
+    assert sqlite3.connect(tmp_path / "results.sqlite").execute("SELECT COUNT(*) FROM measurements").fetchone()[0] == 1

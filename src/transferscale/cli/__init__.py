@@ -147,6 +147,12 @@ def results(
 
     rows = 0
     try:
+        if output is not None and format == "table":  # -o names a file: its suffix says the format
+            suffixes = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+            if output.suffix.lower() not in suffixes:
+                raise TransferscaleError(f"-o {output}: give --format csv or --format parquet, or a file ending in "
+                                         ".csv or .parquet")
+            format = suffixes[output.suffix.lower()]
         study_dir = _resolve_dir(study_dir)
         if format == "table" and not raw:
             summary = store_summary(study_dir)
