@@ -18,12 +18,10 @@ from transferscale.errors import TransferscaleError
 from transferscale.protocols import PROTOCOLS, Protocol
 from transferscale.shapes import SIZES, resolve_shape, shape_dict
 from transferscale.spec import ModelGroup, PretrainedModel, StudySpec, TrainingSpec
+from transferscale.store import BASELINE_KINDS  # reference points, never fit points
 
 # Bump when the training code changes what it computes, so old results are not reused.
 TRAIN_RECIPE = "train-v1"
-
-# Runs that are reference points, never fit points: random initialisations and the raw-input baselines.
-BASELINE_KINDS = ("random_init", "pixels", "words")
 
 # Training settings that show in a run's name when they differ from the defaults, and their short labels.
 _NAMED_SETTINGS = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_fraction": "wu",

@@ -33,7 +33,7 @@ RESULTS_FILE = "results.sqlite"
 NA = -1
 UPSTREAM, FEWSHOT, FINETUNE = "upstream_accuracy", "fewshot_accuracy", "finetune_accuracy"
 BASELINE_KINDS = ("random_init", "pixels", "words")  # run kinds read as kind 'baseline'
-_KIND = "CASE WHEN r.kind IN ('random_init', 'pixels', 'words') THEN 'baseline' ELSE r.kind END"
+_KIND = f"CASE WHEN r.kind IN {BASELINE_KINDS!r} THEN 'baseline' ELSE r.kind END"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
