@@ -86,12 +86,19 @@ class Plan:
         return [Evaluation(name, task.name, proto.key(run, task))
                 for name, proto in self.protocols.items() for task in proto.tasks_for(self, run)]
 
+    def snapshots_of(self, run: Run) -> list[Run]:
+        """The snapshot runs taken along `run`'s training (none for a snapshot or an untrained run)."""
+        if run.kind != "trained" or is_snapshot(run):
+            return []
+        return [r for r in self.runs if is_snapshot(r) and config_key(trajectory_config(r.config)) == run.key]
+
     def task(self, name: str) -> Task:
         return next(t for t in self.tasks if t.name == name)
 
     def work(self, run: Run, evaluations: list[Evaluation] | None = None) -> int:
         """A run's cost in training-step equivalents, for the progress bar's estimate of the time left."""
-        train = run.config["training"]["steps"] if run.kind == "trained" else 0
+        # a snapshot's steps are trained by its full run, which keeps the model as it passes
+        train = run.config["training"]["steps"] if run.kind == "trained" and not is_snapshot(run) else 0
         owed = self.evaluations(run) if evaluations is None else evaluations
         return train + sum(self.protocols[e.protocol].cost(run, self.task(e.task)) for e in owed)
 
@@ -138,7 +145,35 @@ def _grid_runs(spec: StudySpec, group: ModelGroup) -> list[Run]:
                       "upstream": _upstream(spec), "training": training, "recipe": TRAIN_RECIPE}
             name = f"{label}-d{_value(budget.data_fraction)}-s{steps}{_settings_label(training)}"
             runs.append(Run(config_key(config), name, "trained", group.family, size, config))
+            for step in snapshot_steps(budget.snapshots, steps):
+                snap = {**config, "training": {**training, "steps": step, "schedule_steps": steps}}
+                name = f"{label}-d{_value(budget.data_fraction)}-s{step}of{steps}{_settings_label(training)}"
+                runs.append(Run(config_key(snap), name, "trained", group.family, size, snap))
     return runs
+
+
+def snapshot_steps(fractions: list[float], steps: int) -> list[int]:
+    """The distinct steps, before the run's last, at which `fractions` of a `steps`-step run fall (rounded)."""
+    return sorted({s for s in (round(f * steps) for f in fractions) if 0 < s < steps})
+
+
+def trajectory_config(config: dict) -> dict:
+    """The config of the full training run a snapshot is taken from; a run that is not a snapshot is its own.
+
+    A snapshot's training table carries `steps` (where it stops) and `schedule_steps` (the length of the run
+    whose learning-rate schedule it follows); the full run's table has `steps` = that length and no
+    `schedule_steps`, so its config, and its key, are exactly the full run's.
+    """
+    training = config.get("training", {})
+    if "schedule_steps" not in training:
+        return config
+    full = {k: v for k, v in training.items() if k != "schedule_steps"}
+    full["steps"] = training["schedule_steps"]
+    return {**config, "training": full}
+
+
+def is_snapshot(run: Run) -> bool:
+    return "schedule_steps" in run.config.get("training", {})
 
 
 def _random_runs(spec: StudySpec) -> list[Run]:

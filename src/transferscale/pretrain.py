@@ -121,21 +121,24 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.Tensor, y_all: torch.Tensor, *,
-              steps: int, start: int = 0, seed: int, batch_size: int, max_shift: int, lr: float,
+              steps: int, start: int = 0, stop: int | None = None, seed: int, batch_size: int,
+              max_shift: int, lr: float,
               warmup_fraction: float, check_loss: Callable[[float, int], None],
               update: Callable[[], None] | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
               after_step: Callable[[int, float], None] | None = None) -> float:
-    """The training loop both pre-training and fine-tuning run, from `start` to `steps`; returns the last loss.
+    """The training loop both pre-training and fine-tuning run, from `start` to `stop` (default `steps`) of a
+    `steps`-step schedule; returns the last loss.
 
     Each step: a batch of `batch_size` drawn with replacement and shifted by up to `max_shift` pixels (both
     from `step_generator(seed, step)`), the learning rate of `lr_at`, cross-entropy, `check_loss(loss, step)`
-    (raises RunFailed to stop), backward, then `update()` (default `opt.step()`), `on_step(step + 1, steps,
+    (raises RunFailed to stop), backward, then `update()` (default `opt.step()`), `on_step(step + 1, stop,
     loss)` and `after_step(step + 1, loss)`.
     """
     model.train()
     loss_value = float("nan")
-    for step in range(start, steps):
+    end = steps if stop is None else stop
+    for step in range(start, end):
         gen = step_generator(seed, step)
         batch = torch.randint(0, len(x_all), (batch_size,), generator=gen)
         x = random_shift(x_all[batch], max_shift, gen)
@@ -148,7 +151,7 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
         loss.backward()
         (update or opt.step)()
         if on_step is not None:
-            on_step(step + 1, steps, loss_value)
+            on_step(step + 1, end, loss_value)
         if after_step is not None:
             after_step(step + 1, loss_value)
     return loss_value
@@ -156,7 +159,8 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
 
 def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, ckpt_path: Path, *,
           checkpoint_every: int = 200, checkpoint_seconds: float = CHECKPOINT_SECONDS,
-          on_step: Callable[[int, int, float], None] | None = None) -> TrainResult:
+          on_step: Callable[[int, int, float], None] | None = None,
+          keep: dict[int, Path] | None = None, resume_from: tuple[Path, ...] = ()) -> TrainResult:
     """Train the run described by `config` (see plan.make_plan), resuming from `ckpt_path` when it holds a
     valid checkpoint of the same run. The finished model is checkpointed with `complete=True`.
 
@@ -164,20 +168,29 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
     since the last one, so a kill loses at most that much work however slow the steps are. Checkpoints never
     change the result: a resumed run computes exactly what the uninterrupted one would.
 
+    Snapshots: a config whose training table has `schedule_steps` stops after `steps` of a run of
+    `schedule_steps` (same learning-rate schedule, same batches), giving the model that run has at that step.
+    `keep` maps steps to paths where the full run saves its model as it passes them (complete checkpoints of
+    those snapshots); `resume_from` lists other checkpoints of the same trajectory (the full run's) a snapshot
+    may start from when they are not past its step. Every checkpoint records the full run's config.
+
     The network is built for the images' size and channel count (x_train: uint8 (N, H, W[, C])).
     """
-    t = config["training"]
-    seed, steps = t["seed"], t["steps"]
+    from transferscale.plan import trajectory_config
+
+    full = trajectory_config(config)
+    t = full["training"]
+    seed, steps, stop = t["seed"], t["steps"], config["training"]["steps"]
     torch.manual_seed(seed)
     model = build_model(config["family"], config["shape"], num_classes, **image_geometry(x_train))
     opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
     start = 0
-    state = load_checkpoint(ckpt_path)
-    if state is not None and state.get("config") == config:
+    state = _resume_state([ckpt_path, *resume_from], full, stop)
+    if state is not None:
         model.load_state_dict(state["model"])
-        if state.get("complete"):
+        if state.get("complete") and state["step"] == stop:
             model.eval()
-            return TrainResult(model, steps, steps, state.get("loss", float("nan")))
+            return TrainResult(model, stop, stop, state.get("loss", float("nan")))
         opt.load_state_dict(state["optimizer"])
         start = state["step"]
     idx = subset_indices(y_train, t["data_fraction"], seed)
@@ -188,23 +201,41 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
             raise RunFailed(f"loss diverged to {loss} at step {step}; lower the learning rate")
 
     last_save = time.monotonic()
+    keep = keep or {}
 
     def checkpoint(done: int, loss: float) -> None:
         nonlocal last_save
+        if done in keep and done < stop:
+            save_checkpoint(keep[done], {"config": full, "model": model.state_dict(), "step": done,
+                                         "complete": True, "loss": loss})
         due = done % checkpoint_every == 0 or time.monotonic() - last_save >= checkpoint_seconds
-        if due and done < steps:
-            save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(),
+        if due and done < stop:
+            save_checkpoint(ckpt_path, {"config": full, "model": model.state_dict(),
                                         "optimizer": opt.state_dict(), "step": done, "complete": False})
             last_save = time.monotonic()
 
-    loss_value = sgd_steps(model, opt, x_all, y_all, steps=steps, start=start, seed=seed,
+    loss_value = sgd_steps(model, opt, x_all, y_all, steps=steps, start=start, stop=stop, seed=seed,
                            batch_size=t["batch_size"], max_shift=t["max_shift"], lr=t["lr"],
                            warmup_fraction=t["warmup_fraction"], check_loss=check_loss, on_step=on_step,
                            after_step=checkpoint)
     model.eval()
-    save_checkpoint(ckpt_path, {"config": config, "model": model.state_dict(), "step": steps,
+    save_checkpoint(ckpt_path, {"config": full, "model": model.state_dict(), "step": stop,
                                 "complete": True, "loss": loss_value})
-    return TrainResult(model, steps, start, loss_value)
+    return TrainResult(model, stop, start, loss_value)
+
+
+def _resume_state(paths: list[Path], full: dict, stop: int) -> dict | None:
+    """The furthest valid checkpoint of the trajectory `full` among `paths` that a run stopping at `stop` can
+    use: a complete one at exactly `stop`, or one with optimizer state at a step up to `stop`."""
+    best = None
+    for path in paths:
+        state = load_checkpoint(path)
+        if state is None or state.get("config") != full or state.get("step", 0) > stop:
+            continue
+        usable = (state.get("complete") and state["step"] == stop) or "optimizer" in state
+        if usable and (best is None or state["step"] > best["step"]):
+            best = state
+    return best
 
 
 def image_geometry(x: np.ndarray) -> dict:

@@ -122,10 +122,26 @@ ModelEntry = Annotated[Annotated[ModelGroup, Tag("grid")] | Annotated[Pretrained
 
 
 class Budget(_Strict):
-    """One point of the training grid: which fraction of the upstream data, for how many steps."""
+    """One point of the training grid: which fraction of the upstream data, for how many steps.
+
+    `snapshots`: fractions of the run's steps (each in (0, 1)) at which the model, midway through its
+    schedule, is also evaluated as a model of its own (a run named `...-s300of1200`): a point of the
+    training-length axis that costs an evaluation, not another training run.
+    """
 
     data_fraction: float = Field(gt=0, le=1)
     steps: int = Field(gt=0)
+    snapshots: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _snapshots(self):
+        bad = [f for f in self.snapshots if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"snapshots {bad}: each is a fraction of the run's steps, strictly between 0 and 1 "
+                             "(the run's end is always evaluated)")
+        if len(set(self.snapshots)) != len(self.snapshots):
+            raise ValueError(f"snapshots {self.snapshots} lists a fraction twice; list each once")
+        return self
 
 
 class TrainingSpec(_Strict):

@@ -70,6 +70,13 @@ class JobContext:
         return self.load(self.spec.upstream.dataset, dict(self.spec.upstream.options))
 
     def checkpoint_path(self, run: Run) -> Path:
+        """checkpoints/KEY.pt; a snapshot's is its full run's key and step, checkpoints/FULLKEY@STEP.pt, where
+        the full run saves it as it passes."""
+        from transferscale.plan import config_key, is_snapshot, trajectory_config
+
+        if is_snapshot(run):
+            full = config_key(trajectory_config(run.config))
+            return self.dir / "checkpoints" / f"{full}@{run.config['training']['steps']}.pt"
         return self.dir / "checkpoints" / f"{run.key}.pt"
 
     # ---- features -------------------------------------------------------------------------------------
