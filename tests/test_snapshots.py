@@ -136,3 +136,57 @@ def test_snapshot_rows_do_not_depend_on_whether_the_full_run_kept_them(tiny_spec
     # a snapshot is a trained run of its own: upstream accuracy measured, probed like any other
     up = read_results(out_a).query("metric == 'upstream_accuracy'").set_index("name").value
     assert up["resnet-s-d0.5-s9of30"] != up["resnet-s-d0.5-s30"]
+
+
+def test_a_group_can_give_its_own_budgets_and_snapshots_can_probe_the_final_layer_only():
+    spec = parse_spec("""
+name = "x"
+[upstream]
+dataset = "fractals"
+[[models]]
+family = "resnet"
+sizes = ["s"]
+budgets = [{ data_fraction = 0.5, steps = 40, snapshots = [0.5] }]
+[[models]]
+family = "vit"
+sizes = ["s"]
+[training]
+budgets = [{ data_fraction = 1.0, steps = 100 }]
+[downstream]
+tasks = ["fractals_heldout"]
+[probe]
+snapshot_layers = "final"
+[baselines]
+random_init = false
+pixels = false
+""")
+    plan = make_plan(spec)
+    assert [r.name for r in plan.runs] == ["resnet-s-d0.5-s40", "resnet-s-d0.5-s20of40", "vit-s-d1-s100"]
+    probe = plan.protocols["fewshot"]
+    assert [probe.layers_for(r) for r in plan.runs] == ["all", "final", "all"]
+    # left unset, the option stays out of the evaluation keys, so stores made before it keep their results
+    assert "snapshot_layers" in probe.key_options()
+    unset = make_plan(parse_spec(spec_text_without_snapshot_layers()))
+    assert "snapshot_layers" not in unset.protocols["fewshot"].key_options()
+    with pytest.raises(TransferscaleError, match="no budgets for the vit models"):
+        parse_spec(spec_text_without_snapshot_layers().replace("[training]\nbudgets = [{ data_fraction = 1.0, "
+                                                               "steps = 100 }]", "[training]"))
+
+
+def spec_text_without_snapshot_layers():
+    return """
+name = "x"
+[upstream]
+dataset = "fractals"
+[[models]]
+family = "resnet"
+sizes = ["s"]
+budgets = [{ data_fraction = 0.5, steps = 40 }]
+[[models]]
+family = "vit"
+sizes = ["s"]
+[training]
+budgets = [{ data_fraction = 1.0, steps = 100 }]
+[downstream]
+tasks = ["fractals_heldout"]
+"""

@@ -134,7 +134,7 @@ def _grid_runs(spec: StudySpec, group: ModelGroup) -> list[Run]:
     for size in group.sizes:
         shape = shape_dict(resolve_shape(group.family, size, group.shape))
         label = f"{group.family}-{shape_label(group.family, size, shape)}"
-        for budget in t.budgets:
+        for budget in group.budgets or t.budgets:
             steps = max(1, round(budget.steps * group.steps_scale))
             training = {
                 "data_fraction": budget.data_fraction, "steps": steps, "batch_size": t.batch_size,

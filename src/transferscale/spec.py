@@ -48,8 +48,35 @@ class UpstreamSpec(_Strict):
         return self
 
 
+class Budget(_Strict):
+    """One point of the training grid: which fraction of the upstream data, for how many steps.
+
+    `snapshots`: fractions of the run's steps (each in (0, 1)) at which the model, midway through its
+    schedule, is also evaluated as a model of its own (a run named `...-s300of1200`): a point of the
+    training-length axis that costs an evaluation, not another training run.
+    """
+
+    data_fraction: float = Field(gt=0, le=1)
+    steps: int = Field(gt=0)
+    snapshots: list[float] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _snapshots(self):
+        bad = [f for f in self.snapshots if not 0 < f < 1]
+        if bad:
+            raise ValueError(f"snapshots {bad}: each is a fraction of the run's steps, strictly between 0 and 1 "
+                             "(the run's end is always evaluated)")
+        if len(set(self.snapshots)) != len(self.snapshots):
+            raise ValueError(f"snapshots {self.snapshots} lists a fraction twice; list each once")
+        return self
+
+
 class ModelGroup(_Strict):
-    """One family at several named sizes; `steps_scale` multiplies every budget's steps (ViTs need more)."""
+    """One family at several named sizes; `steps_scale` multiplies every budget's steps (ViTs need more).
+
+    `budgets`, when given, replace the [training] table's for this group (e.g. longer runs for the largest
+    size, a short one only for the smallest).
+    """
 
     source: Literal["grid"] = "grid"
     family: str
@@ -57,6 +84,7 @@ class ModelGroup(_Strict):
     shape: dict[str, Any] = Field(default_factory=dict)
     steps_scale: float = Field(1.0, gt=0)
     lr: float | None = Field(None, gt=0)
+    budgets: list[Budget] | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _known(self):
@@ -121,31 +149,8 @@ ModelEntry = Annotated[Annotated[ModelGroup, Tag("grid")] | Annotated[Pretrained
                        Discriminator(_model_kind)]
 
 
-class Budget(_Strict):
-    """One point of the training grid: which fraction of the upstream data, for how many steps.
-
-    `snapshots`: fractions of the run's steps (each in (0, 1)) at which the model, midway through its
-    schedule, is also evaluated as a model of its own (a run named `...-s300of1200`): a point of the
-    training-length axis that costs an evaluation, not another training run.
-    """
-
-    data_fraction: float = Field(gt=0, le=1)
-    steps: int = Field(gt=0)
-    snapshots: list[float] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _snapshots(self):
-        bad = [f for f in self.snapshots if not 0 < f < 1]
-        if bad:
-            raise ValueError(f"snapshots {bad}: each is a fraction of the run's steps, strictly between 0 and 1 "
-                             "(the run's end is always evaluated)")
-        if len(set(self.snapshots)) != len(self.snapshots):
-            raise ValueError(f"snapshots {self.snapshots} lists a fraction twice; list each once")
-        return self
-
-
 class TrainingSpec(_Strict):
-    budgets: list[Budget] = Field(min_length=1)
+    budgets: list[Budget] = Field(default_factory=list)  # every grid group's, unless it gives its own
     batch_size: int = Field(128, gt=0)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.05, ge=0)
@@ -296,6 +301,11 @@ class StudySpec(_Strict):
         if self.grid_groups() and self.training is None:
             raise ValueError("the spec has grid models ([[models]] with family and sizes) but no [training] "
                              "table; add one with budgets (see `transferscale init`)")
+        if self.training is not None and not self.training.budgets:
+            bare = [g.family for g in self.grid_groups() if not g.budgets]
+            if bare:
+                raise ValueError(f"no budgets for the {', '.join(bare)} models: give [training] budgets, or "
+                                 "`budgets` in each [[models]] entry")
         return self
 
     @model_validator(mode="after")

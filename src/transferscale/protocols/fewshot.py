@@ -23,6 +23,8 @@ class FewShotOptions(BaseModel):
     `select_l2`: choose l2 per (shots, seed) on `val_per_class` validation examples per class, drawn from the
     training pool apart from the shots (never from test); only the chosen l2's accuracy is stored.
     `method = "logistic"`: scikit-learn's logistic regression instead of the closed-form ridge (far slower).
+    `snapshot_layers`: the layers probed on snapshot runs (models midway through a schedule), e.g. "final"
+    where the layer-wise view of the finished runs is enough.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -31,6 +33,7 @@ class FewShotOptions(BaseModel):
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     l2: list[float] = Field(default_factory=lambda: [2.0**10], min_length=1)
     layers: Literal["all", "final"] = "all"
+    snapshot_layers: Literal["all", "final"] | None = None  # for snapshot runs; None: as `layers`
     method: Literal["ridge", "logistic"] = "ridge"
     select_l2: bool = False
     val_per_class: int = Field(10, gt=0)
@@ -73,6 +76,19 @@ class FewShot(Protocol):
     def cost(self, run, task) -> int:
         return 10
 
+    def key_options(self) -> dict:
+        options = self.options.model_dump()
+        if options["snapshot_layers"] is None:  # absent from keys made before it existed: they stay valid
+            del options["snapshot_layers"]
+        return options
+
+    def layers_for(self, run) -> str:
+        """"all" or "final": the layers probed on `run`."""
+        from transferscale.plan import is_snapshot
+
+        snap = self.options.snapshot_layers
+        return snap if snap is not None and is_snapshot(run) else self.options.layers
+
     def stale_metrics(self) -> tuple[str, ...]:
         return (self.metric, "degenerate_features")
 
@@ -104,7 +120,7 @@ class FewShot(Protocol):
         train_layers = ctx.features(run, backbone, task, "train", ds.x_train)
         test_layers = ctx.features(run, backbone, task, "test", ds.x_test)
         n_layers = len(train_layers) - 1
-        if p.layers == "final":
+        if self.layers_for(run) == "final":
             train_layers = {-1: train_layers[-1]}
         rows = []
         for layer, x_train in train_layers.items():
