@@ -190,3 +190,13 @@ budgets = [{ data_fraction = 1.0, steps = 100 }]
 [downstream]
 tasks = ["fractals_heldout"]
 """
+
+
+def test_fine_tuning_leaves_snapshots_out_unless_asked():
+    text = spec_text_without_snapshot_layers().replace("steps = 40 }", "steps = 40, snapshots = [0.5] }")
+    text += '\n[finetune]\ntasks = ["fractals_heldout"]\nruns = ["resnet-*"]\n'
+    plan = make_plan(parse_spec(text))
+    owed = {r.name: [e.protocol for e in plan.evaluations(r)] for r in plan.runs}
+    assert owed["resnet-s-d0.5-s40"] == ["fewshot", "finetune"] and owed["resnet-s-d0.5-s20of40"] == ["fewshot"]
+    plan = make_plan(parse_spec(text + "snapshots = true\n"))
+    assert [e.protocol for e in plan.evaluations(plan.runs[1])] == ["fewshot", "finetune"]

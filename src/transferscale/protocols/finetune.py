@@ -3,7 +3,8 @@
 Fine-tuning trains every weight on a task's whole training pool and reports test accuracy, one
 `finetune_accuracy` row per (run, task). It is far costlier than a probe, so a study fine-tunes a subset:
 `runs` are shell-style patterns over run names (e.g. "*-m-d1-*" for every size-m model at full data,
-"*-random" for the from-scratch baselines), `tasks` the tasks (which must be downstream tasks).
+"*-random" for the from-scratch baselines), `tasks` the tasks (which must be downstream tasks). Snapshot
+runs (models midway through a schedule, `...-s300of1200`) are left out unless `snapshots = true`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class FinetuneOptions(BaseModel):
 
     tasks: list[str] = Field(default_factory=list)
     runs: list[str] = Field(default_factory=lambda: ["*"])
+    snapshots: bool = False  # fine-tune the snapshot runs the patterns match too
     steps: int = Field(100, gt=0)
     lr: float = Field(0.01, gt=0)
     batch_size: int = Field(64, gt=0)
@@ -31,7 +33,7 @@ class FinetuneOptions(BaseModel):
     seed: int = 0
 
     def recipe(self) -> dict:
-        return self.model_dump(exclude={"tasks", "runs"})
+        return self.model_dump(exclude={"tasks", "runs", "snapshots"})
 
 
 class Finetune(Protocol):
@@ -48,8 +50,12 @@ class Finetune(Protocol):
         return self.options.recipe()  # which runs and tasks it covers does not change a result
 
     def tasks_for(self, plan, run) -> list:
+        from transferscale.plan import is_snapshot
+
         ft = self.options
         if run.kind in ("pixels", "words") or not any(fnmatch.fnmatchcase(run.name, p) for p in ft.runs):
+            return []
+        if is_snapshot(run) and not ft.snapshots:
             return []
         return [task for task in plan.tasks_of(run) if task.name in ft.tasks]
 
