@@ -7,9 +7,16 @@ method before, symmetric e_IR); the frontier-gap bootstrap with leave-one-out ga
 (basic; and symmetric e_IR, which is SaturationFit's ci_, see analysis.bootstrap). It prints,
 per setting and method, how often each interval held the truth.
 
+The quantile frontier (points="quantile", analysis.quantile) is scored after them, per quantile q in
+--quantiles: its percentile intervals from the bootstrap over models (SaturationFit's ci_) and, for
+comparison, basic intervals from the same resamples. Its target is the q-quantile curve, which for these
+clouds is the frontier lowered by the tau = 1 - q quantile of the gaps (Exp(0.03) + N(0, 0.003)): the same
+k and alpha, e_IR + Q_g(tau). It also says how often its e_IR interval held the frontier's own e_IR.
+
     PYTHONPATH=src python benchmarks/coverage_saturation.py            # 3 settings x 100 draws, B=500
     PYTHONPATH=src python benchmarks/coverage_saturation.py --draws 30 --n-boot 300   # quick look
     PYTHONPATH=src python benchmarks/coverage_saturation.py --quick      # same, 30 draws x 300
+    PYTHONPATH=src python benchmarks/coverage_saturation.py --quantiles 0.8 0.9 0.95
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ import argparse
 import time
 
 import numpy as np
+from scipy.stats import exponnorm
 from threadpoolctl import threadpool_limits
 
 from transferscale.analysis import bootstrap
@@ -25,6 +33,7 @@ from transferscale.analysis.saturation import SaturationFit
 from transferscale.analysis.synthetic import simulate_frontier
 
 SETTINGS = [(0.8, 2.0, 0.10), (0.6, 1.5, 0.25), (1.0, 3.0, 0.05)]
+GAP_SCALE, NOISE = 0.03, 0.003  # simulate_frontier's defaults, which the draws use
 METHODS = ["pairs/percentile", "pairs/basic", "frontier/percentile", "frontier/basic (before)",
            "frontier/symmetric", "frontier-loo/basic", "frontier-loo/symm (ours)"]
 
@@ -83,12 +92,44 @@ def run_setting(truth, draws, n_boot, n):
     return {m: (hits[m] / draws, widths[m] / draws) for m in METHODS}
 
 
+def quantile_target(truth, q):
+    """(k, alpha, e_IR) of the q-quantile curve of simulate_frontier's cloud: the frontier lowered by the
+    (1 - q)-quantile of its gaps in error, Exp(GAP_SCALE) + N(0, NOISE) (exponnorm)."""
+    shift = exponnorm(GAP_SCALE / NOISE, scale=NOISE).ppf(1 - q)
+    return np.array([truth[0], truth[1], truth[2] + shift])
+
+
+def run_quantile(truth, q, draws, n_boot, n):
+    """Coverage and mean width of the quantile fit's intervals (percentile: its ci_; basic: the same
+    resamples reflected about the estimate), and how often its e_IR interval held the frontier's e_IR."""
+    target = quantile_target(truth, q)
+    res = {m: [np.zeros(3), np.zeros(3)] for m in ("percentile (ours)", "basic")}
+    true_hits, errors = 0, []
+    for d in range(draws):
+        us, ds = simulate_frontier(*truth, n=n, random_state=1000 + d)
+        fit = SaturationFit(points="quantile", quantile=q, n_bootstrap=n_boot, random_state=d).fit(us, ds)
+        est = np.array([fit.k_, fit.alpha_, fit.e_ir_])
+        errors.append(est - target)
+        q_lo, q_hi = np.nanquantile(fit.boot_, [0.025, 0.975], axis=0)
+        cis = {"percentile (ours)": np.array([fit.ci_[name] for name in bootstrap.PARAMS]).T,
+               "basic": np.array([2 * est - q_hi, 2 * est - q_lo])}
+        for m, (lo, hi) in cis.items():
+            res[m][0] += (lo <= target) & (target <= hi)
+            res[m][1] += hi - lo
+        true_hits += fit.ci_["e_ir"][0] <= truth[2] <= fit.ci_["e_ir"][1]
+    errors = np.array(errors)
+    return ({m: (h / draws, w / draws) for m, (h, w) in res.items()}, true_hits / draws, target,
+            errors.mean(axis=0), errors.std(axis=0))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--draws", type=int, default=100)
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--n", type=int, default=100, help="models per draw")
     ap.add_argument("--quick", action="store_true", help="30 draws, 300 resamples: a rough look")
+    ap.add_argument("--quantiles", type=float, nargs="*", default=[0.9],
+                    help="quantile frontiers to score after the hull's intervals (none: skip them)")
     args = ap.parse_args()
     if args.quick:
         args.draws, args.n_boot = 30, 300
@@ -103,6 +144,15 @@ def main():
             for m, (cov, wid) in res.items():
                 print(f"  {m:26s} {cov[0]:5.0%} {cov[1]:5.0%} {cov[2]:5.0%}"
                       f"   ({wid[0]:.3f} {wid[1]:.3f} {wid[2]:.4f})")
+            for q in args.quantiles:
+                qres, true_cov, target, bias, sd = run_quantile(truth, q, args.draws, args.n_boot, args.n)
+                print(f"  quantile frontier q={q}: target k={target[0]}, alpha={target[1]}, "
+                      f"e_IR={target[2]:.4f}; estimate bias {bias[0]:+.4f} {bias[1]:+.4f} {bias[2]:+.4f}, "
+                      f"sd {sd[0]:.4f} {sd[1]:.4f} {sd[2]:.4f}")
+                for m, (cov, wid) in qres.items():
+                    print(f"    {m:24s} {cov[0]:5.0%} {cov[1]:5.0%} {cov[2]:5.0%}"
+                          f"   ({wid[0]:.3f} {wid[1]:.3f} {wid[2]:.4f})")
+                print(f"    its e_IR interval held the frontier's own e_IR={truth[2]} in {true_cov:.0%}")
             print()
     print(f"{time.perf_counter() - t0:.0f} s")
 

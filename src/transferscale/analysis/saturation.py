@@ -1,4 +1,5 @@
-"""The saturation law of Abnar et al. 2021, e_DS = k * e_US^alpha + e_IR, fitted on the upper hull.
+"""The saturation law of Abnar et al. 2021, e_DS = k * e_US^alpha + e_IR, fitted on the upper hull
+(or on all points, or as a quantile frontier: analysis.quantile).
 
 Errors are 1 - accuracy. e_IR is the irreducible downstream error as e_US -> 0 and 1 - e_IR the DS
 accuracy where gains saturate. In accuracy space the law reads DS = 1 - e_IR - k (1 - US)^alpha, whose
@@ -10,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from transferscale.analysis import bootstrap
+from transferscale.analysis import bootstrap, quantile
 from transferscale.analysis.hull import records, upper_hull
 from transferscale.analysis.lsq import pack, solve
 from transferscale.errors import TransferscaleError, did_you_mean
 
-POINT_SETS = ("upper_hull", "all")
+POINT_SETS = ("upper_hull", "all", "quantile")
+DEFAULT_QUANTILE = 0.9  # the quantile frontier's share of models below it, when points="quantile" names none
 LOSSES = ("soft_l1", "linear")
 _MIN_POINTS = 3  # the law has three parameters
 _FEW_POINTS = 5  # fewer distinct points than this leave at most one degree of freedom: flag it
@@ -32,28 +34,39 @@ class SaturationFit:
     Parameters
     ----------
     points : "upper_hull" fits the rising part of the upper convex hull of (US, DS) accuracy (see
-        `upper_hull`); "all" fits every point.
-    n_bootstrap : resamples for the intervals (frontier-gap bootstrap, see `analysis.bootstrap`);
+        `upper_hull`); "all" fits every point; "quantile" fits the quantile frontier, the curve below which
+        a share `quantile` of the models lie at every US accuracy, by quantile regression on every model
+        (see `analysis.quantile`): it minimises sum_i rho_tau(e_DS,i - k e_US,i^alpha - e_IR) with
+        tau = 1 - quantile and the check loss rho_tau(u) = u (tau - 1[u < 0]).
+    n_bootstrap : resamples for the intervals (hull and all: frontier-gap bootstrap, see
+        `analysis.bootstrap`; quantile: the bootstrap over models, see `quantile.pairs_bootstrap`);
         0 skips them (ci_ holds NaN).
     random_state : seed (int or None) of the bootstrap; the fit itself is deterministic.
     confidence : level of the intervals in ci_.
-    loss : "soft_l1" (robust, default) or "linear" (plain least squares).
+    loss : "soft_l1" (robust, default) or "linear" (plain least squares); hull and all only (the quantile
+        fit's check loss weighs a model by its side of the curve, not its distance).
     f_scale : residual scale of soft_l1 in accuracy units: residuals well below it count quadratically,
         larger ones linearly.
-    alpha_bounds : (low, high) for alpha; k > 0 and 0 <= e_IR < min observed e_DS always hold.
+    alpha_bounds : (low, high) for alpha; k > 0 and 0 <= e_IR < min observed e_DS always hold (for the
+        quantile frontier 0 <= e_IR <= 1: a share 1 - q of the models lie above it and may beat its e_IR).
     wide_interval : flag "wide_interval" when the e_IR interval is wider than this (accuracy units).
+    quantile : points="quantile" only: the share q of models below the frontier, in (0, 1); None means
+        0.9. Higher q traces the frontier's edge more closely and rests on fewer models (about (1 - q) n
+        lie above the curve).
 
-    Fitted attributes: k_, alpha_, e_ir_, ci_ ({"k", "alpha", "e_ir"} -> (low, high)), n_points_ (distinct
-    observed points fitted), points_ (their indices into the input), flags_ (list of str), boot_
-    ((n_bootstrap, 3) resampled k, alpha, e_IR).
+    Fitted attributes: k_, alpha_, e_ir_, ci_ ({"k", "alpha", "e_ir"} -> (low, high)), n_points_ (the
+    points that carry the fit: hull vertices, every point, or for the quantile frontier the models on or
+    above it, about (1 - q) n, whose lower edge it is), points_ (their indices into the input), flags_
+    (list of str), boot_ ((n_bootstrap, 3) resampled k, alpha, e_IR).
 
-    Flags: too_few_points (fewer than 5 points), e_ir_at_bound, alpha_at_bound, wide_interval,
-    alpha_below_one (the frontier bends the other way; the hull keeps only its ends and no hull fit can
-    recover the curve), bootstrap_failed (over 10% of resamples had under 3 hull points).
+    Flags: too_few_points (fewer than 5 points), e_ir_at_bound, alpha_at_bound, k_at_bound (quantile:
+    k = 0, a flat frontier, DS does not rise with US and alpha is undetermined), wide_interval,
+    alpha_below_one (hull only: the frontier bends the other way; the hull keeps only its ends and no hull
+    fit can recover the curve), bootstrap_failed (over 10% of resamples could not be fitted).
     """
 
     def __init__(self, points="upper_hull", n_bootstrap=1000, random_state=None, confidence=0.95,
-                 loss="soft_l1", f_scale=0.01, alpha_bounds=(0.05, 10.0), wide_interval=0.1):
+                 loss="soft_l1", f_scale=0.01, alpha_bounds=(0.05, 10.0), wide_interval=0.1, quantile=None):
         self.points = points
         self.n_bootstrap = n_bootstrap
         self.random_state = random_state
@@ -62,11 +75,14 @@ class SaturationFit:
         self.f_scale = f_scale
         self.alpha_bounds = alpha_bounds
         self.wide_interval = wide_interval
+        self.quantile = quantile
 
     def fit(self, us_acc, ds_acc) -> SaturationFit:
         """Fit on accuracies in [0, 1]; returns self."""
         self._check_params()
         us, ds = check_accuracies(us_acc, ds_acc)
+        if self.points == "quantile":
+            return self._fit_quantile(us, ds)
         self.points_ = self._select(us, ds)
         self.n_points_ = len(self.points_)
         if self.n_points_ < _MIN_POINTS:
@@ -103,6 +119,53 @@ class SaturationFit:
             raise TransferscaleError(f"alpha_bounds={self.alpha_bounds!r} must satisfy 0 < low < high")
         if not 0 < self.confidence < 1:
             raise TransferscaleError(f"confidence={self.confidence!r} must be between 0 and 1, e.g. 0.95")
+        self._check_quantile()
+
+    def _check_quantile(self) -> None:
+        q = self.quantile
+        if q is not None and self.points != "quantile":
+            raise TransferscaleError(f"quantile={q!r} applies only to points='quantile' (got points="
+                                     f"{self.points!r}); set points='quantile' or drop quantile")
+        if q is None:
+            return
+        if isinstance(q, bool) or not isinstance(q, int | float | np.integer | np.floating) or not 0 < q < 1:
+            raise TransferscaleError(f"quantile={q!r} must be a number strictly between 0 and 1: the share of "
+                                     f"models below the frontier, e.g. quantile={DEFAULT_QUANTILE}")
+
+    @property
+    def quantile_(self) -> float:
+        """The quantile the frontier is fitted at (the default where quantile=None)."""
+        return DEFAULT_QUANTILE if self.quantile is None else float(self.quantile)
+
+    def _fit_quantile(self, us, ds) -> SaturationFit:
+        """The quantile frontier: check loss over every model, then the bootstrap over models."""
+        distinct = np.unique(np.column_stack([us, ds]), axis=0, return_index=True)[1]
+        if len(distinct) < _MIN_POINTS:
+            self.points_, self.n_points_ = np.sort(distinct), len(distinct)
+            raise TooFewPointsError(
+                f"the quantile fit has {len(distinct)} distinct models, fewer than the law's 3 parameters; "
+                "add models")
+        x, y = 1 - us, 1 - ds
+        tau = 1 - self.quantile_
+        ones = np.ones(len(x))
+        sol = quantile.solve_quantile(x, y, ones, tau, tuple(self.alpha_bounds))
+        self.k_, self.alpha_, self.e_ir_ = float(sol.k[0]), float(sol.alpha[0]), float(sol.e_ir[0])
+        self._e_ir_max = float(y.min())  # the scale e_IR's lower bound is judged on: e_IR_q may exceed it
+        self.points_ = quantile.frontier_side(x, y, self.k_, self.alpha_, self.e_ir_)
+        self.n_points_ = len(self.points_)
+        self.n_boot_failed_ = 0
+        if self.n_bootstrap:
+            rng = np.random.default_rng(self.random_state)
+            order = np.lexsort((y, x))  # resample in a canonical order: the rows' order changes nothing
+            self.boot_ = quantile.pairs_bootstrap(x[order], y[order], tau, self.n_bootstrap, rng,
+                                                  tuple(self.alpha_bounds))
+            self.n_boot_failed_ = int(np.sum(~np.isfinite(self.boot_).all(axis=1)))
+            self.ci_ = quantile.percentile_ci((self.k_, self.alpha_, self.e_ir_), self.boot_, self.confidence)
+        else:
+            self.boot_ = np.empty((0, 3))
+            self.ci_ = {name: (np.nan, np.nan) for name in bootstrap.PARAMS}
+        self.flags_ = self._flags(us, ds)
+        return self
 
     def _solver_kw(self) -> dict:
         return {"alpha_bounds": tuple(self.alpha_bounds), "loss": self.loss, "f_scale": self.f_scale}
@@ -131,8 +194,11 @@ class SaturationFit:
         flags = []
         if self.n_points_ < _FEW_POINTS:
             flags.append("too_few_points")
-        if self.e_ir_ <= _AT_BOUND * self._e_ir_max or self.e_ir_ >= (1 - _AT_BOUND) * self._e_ir_max:
+        at_top = self.points != "quantile" and self.e_ir_ >= (1 - _AT_BOUND) * self._e_ir_max
+        if self.e_ir_ <= _AT_BOUND * self._e_ir_max or at_top:
             flags.append("e_ir_at_bound")
+        if self.points == "quantile" and self.k_ <= 0:  # the hull's log k cannot reach 0; the quantile's k can
+            flags.append("k_at_bound")
         lo, hi = self.alpha_bounds
         if self.alpha_ <= lo * (1 + _AT_BOUND) or self.alpha_ >= hi * (1 - _AT_BOUND):
             flags.append("alpha_at_bound")
@@ -199,11 +265,16 @@ def fit_saturation(df, us="us_acc", ds="ds_acc", by=(), points="upper_hull", n_b
     parameters and the flag too_few_points rather than stopping the other groups; bad values (NaN,
     outside [0, 1]) stop the whole call with a message naming the column.
 
+    points and the SaturationFit parameters in fit_params (e.g. points="quantile", quantile=0.9) are
+    checked once, before any group is fitted.
+
     Each group is bootstrapped with its own seed, drawn from random_state and the group's key values
     (`group_seed`), so a group's result depends neither on the other groups nor on their order, and
     `jobs` processes (None: one per core, at most one per group) give the same numbers as one.
     """
     by = [by] if isinstance(by, str) else list(by)
+    # a bad parameter would fail in every group alike: say so once instead of flagging each group degenerate
+    SaturationFit(points=points, n_bootstrap=n_bootstrap, **fit_params)._check_params()
     _check_columns(df, [us, ds, *by])
     for col in (us, ds):
         check_values(f"column {col!r}", df[col].to_numpy(float))
