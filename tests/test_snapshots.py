@@ -200,3 +200,37 @@ def test_fine_tuning_leaves_snapshots_out_unless_asked():
     assert owed["resnet-s-d0.5-s40"] == ["fewshot", "finetune"] and owed["resnet-s-d0.5-s20of40"] == ["fewshot"]
     plan = make_plan(parse_spec(text + "snapshots = true\n"))
     assert [e.protocol for e in plan.evaluations(plan.runs[1])] == ["fewshot", "finetune"]
+
+
+@pytest.mark.slow
+def test_snapshots_probed_at_the_final_layer_only_cache_only_that_layer(tiny_spec):
+    """snapshot_layers = "final": snapshot rows at layer -1 only, equal to the all-layer study's, and the
+    feature cache holds one layer for them."""
+    import numpy as np
+
+    from transferscale.engine.runner import run_study
+    from transferscale.store import read_results
+
+    with_snaps = 'budgets = [{ data_fraction = 0.5, steps = 30, snapshots = [0.5] }]'
+    no_snaps = "budgets = [{ data_fraction = 0.5, steps = 30 }]"
+    tables = {}
+    for name, probe_extra in (("all", ""), ("final", 'snapshot_layers = "final"\n')):
+        path, out = tiny_spec(name)
+        path.write_text(path.read_text().replace(no_snaps, with_snaps).replace("[probe]\n", "[probe]\n" + probe_extra))
+        spec, text = load_spec(path)
+        assert run_study(spec, text, spec.study_dir()).failed == {}
+        df = read_results(out)
+        tables[name] = df[df.metric == "fewshot_accuracy"]
+        sizes = [np.load(f).files for f in (out / "features").glob("*.npz")]
+        tables[name + "_files"] = sizes
+    snap = "resnet-s-d0.5-s15of30"
+    final = tables["final"]
+    assert set(final[final.name == snap].layer) == {-1}
+    assert set(final[final.name == "resnet-s-d0.5-s30"].layer) == {-1, 0, 1, 2, 3, 4}
+    cols = ["name", "task", "shots", "seed", "layer", "value"]
+    a = tables["all"].query("layer == -1")[cols].sort_values(cols[:5]).reset_index(drop=True)
+    b = final.query("layer == -1")[cols].sort_values(cols[:5]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    one_layer = [f for f in tables["final_files"] if sum(n.startswith("layer_") for n in f) == 1]
+    # 2 snapshots (resnet, vit) and the pixels baseline (one layer by nature) x 2 tasks x 2 splits
+    assert len(one_layer) == 3 * 2 * 2

@@ -94,9 +94,14 @@ class JobContext:
                 self._ids[run.key] = f"{run.kind}:{run.key}"
         return self._ids[run.key]
 
-    def features(self, run: Run, backbone, task: Task, split: str, x) -> dict:
-        """Every layer's features of one split, from the study's feature cache or one forward pass."""
+    def features(self, run: Run, backbone, task: Task, split: str, x, layers: str = "all") -> dict:
+        """Every layer's features of one split (`layers="final"`: the final representation only, {-1: ...}),
+        from the study's feature cache or one forward pass. The cache keeps only what was asked for, so a
+        study probing some runs at the final layer stores no more than that for them."""
         from transferscale.features import FeatureCache, feature_key
 
         key = feature_key(self.identity(run, backbone), task.name, task.options, split)
+        if layers == "final":
+            key = {**key, "layers": "final"}  # a key of its own: the all-layer entry, when present, is left alone
+            return FeatureCache(self.dir / "features").get_or_compute(key, lambda: {-1: backbone.layers(x)[-1]})
         return FeatureCache(self.dir / "features").get_or_compute(key, lambda: backbone.layers(x))

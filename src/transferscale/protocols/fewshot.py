@@ -117,11 +117,10 @@ class FewShot(Protocol):
         p = self.options
         ds = ctx.dataset(task)
         ctx.phase(f"probing {task.name}")
-        train_layers = ctx.features(run, backbone, task, "train", ds.x_train)
-        test_layers = ctx.features(run, backbone, task, "test", ds.x_test)
+        which = self.layers_for(run)
+        train_layers = ctx.features(run, backbone, task, "train", ds.x_train, which)
+        test_layers = ctx.features(run, backbone, task, "test", ds.x_test, which)
         n_layers = len(train_layers) - 1
-        if self.layers_for(run) == "final":
-            train_layers = {-1: train_layers[-1]}
         rows = []
         for layer, x_train in train_layers.items():
             depth = layer_depth(layer, n_layers)
