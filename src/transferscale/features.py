@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from transferscale.errors import TransferscaleError
-from transferscale.files import file_sha256
+from transferscale.files import atomic_write, file_sha256, with_path
 
 # Bump when the features `extract_layers` gives for the same checkpoint and images change (preprocessing,
 # pooling, layer numbering): every file keyed with an older version becomes a miss.
@@ -115,26 +114,25 @@ class FeatureCache:
         if problem is None:
             return layers
         log.warning("feature cache: discarding %s: %s; recomputing", path, problem)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:  # a directory that cannot be written: saving the recomputed file will say so
+            pass
         return None
 
     def save(self, key: Mapping, layers: Layers) -> Path:
-        """Store `layers` for `key` atomically (temporary file in the same folder, then os.replace)."""
+        """Store `layers` for `key` atomically (temporary file in the same folder, then os.replace). A write
+        the disk refuses (full, read-only) leaves no temporary file and raises an OSError naming the file."""
         layers = _as_layers(layers)
         path, text = self.path(key), canonical_key(key)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise with_path(err, self.root) from None
         self._remove_stale_temporaries()
         arrays = {f"layer_{layer}": arr for layer, arr in layers.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=_TMP_PREFIX, suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, __key__=np.array(text), __sha256__=np.array(layers_sha256(layers)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: np.savez(f, __key__=np.array(text), __sha256__=np.array(layers_sha256(layers)),
+                                              **arrays), mode=0o600, prefix=_TMP_PREFIX)
         return path
 
     def _remove_stale_temporaries(self) -> None:

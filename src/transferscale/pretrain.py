@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,17 +66,34 @@ def random_shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temp file, fsync, then rename; a sha256 sidecar lets a reader detect a damaged file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    sidecar_tmp = path.with_suffix(path.suffix + ".sha256.tmp")
-    sidecar_tmp.write_text(digest)
-    os.replace(sidecar_tmp, path.with_suffix(path.suffix + ".sha256"))
-    os.replace(tmp, path)
+    """Write atomically: the state and its sha256 sidecar (which lets a reader detect a damaged file) each go
+    to a temporary file first, fsynced, and only then are both renamed into place. A write that fails (a full
+    disk, a read-only directory) leaves the previous checkpoint and its sidecar as they were, no temporary
+    file behind, and raises an OSError naming the checkpoint."""
+    import io
+
+    from transferscale.files import replace, temp_beside, with_path
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory: torch reports a failed file write as a RuntimeError, not an OSError
+    data = buffer.getbuffer()
+    sidecar = path.with_suffix(path.suffix + ".sha256")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise with_path(err, path.parent) from None
+    data_tmp = temp_beside(path, lambda fh: fh.write(data))
+    try:
+        sidecar_tmp = temp_beside(sidecar, lambda fh: fh.write(hashlib.sha256(data).hexdigest().encode()))
+    except BaseException:
+        data_tmp.unlink(missing_ok=True)
+        raise
+    try:
+        replace(sidecar_tmp, sidecar)
+    except BaseException:
+        data_tmp.unlink(missing_ok=True)
+        raise
+    replace(data_tmp, path)  # a crash between the renames leaves a mismatch, which reads as "no checkpoint"
 
 
 def load_checkpoint(path: Path) -> dict | None:

@@ -451,5 +451,23 @@ def load_spec(path: str | Path | None = None, *, quick: bool = False) -> tuple[S
         if not path.is_file():
             raise TransferscaleError(f"no study spec at {path}; write one with `transferscale init {path}`, or "
                                      f"name a built-in study: {', '.join(BUILTIN_STUDIES)}")
-        text, source = path.read_text(), str(path)
+        text, source = _read_spec(path), str(path)
     return parse_spec(text, quick=quick, source=source), text
+
+
+def _read_spec(path: Path) -> str:
+    """A spec file's text; one that is not UTF-8 (as TOML must be) or cannot be read fails with what to do."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as err:  # the whole file at once: where it goes wrong, in the file
+            line = data[:err.start].count(b"\n") + 1
+            raise TransferscaleError(
+                f"{path} is not UTF-8 text (byte {data[err.start]:#04x} on line {line}); TOML files are UTF-8: "
+                "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)") from None
+        raise
+    except OSError as err:
+        raise TransferscaleError(f"cannot read the study spec {path}: {err.strerror or err}") from None

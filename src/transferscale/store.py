@@ -14,22 +14,26 @@ whatever its depth, so final-layer probes of different architectures group toget
 """
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from transferscale.errors import TransferscaleError
+from transferscale.files import with_path, write_problem
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
 RESULTS_FILE = "results.sqlite"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+QUICK_CHECK_BYTES = 64 << 20  # readers check every page of stores up to this size when they open them
 NA = -1
 UPSTREAM, FEWSHOT, FINETUNE = "upstream_accuracy", "fewshot_accuracy", "finetune_accuracy"
 BASELINE_KINDS = ("random_init", "pixels", "words")  # run kinds read as kind 'baseline'
@@ -40,7 +44,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs (
     key TEXT PRIMARY KEY, name TEXT NOT NULL, kind TEXT NOT NULL, family TEXT NOT NULL, size TEXT,
     config TEXT NOT NULL, status TEXT NOT NULL, error TEXT, params INTEGER,
-    started REAL, finished REAL, train_seconds REAL, eval_seconds REAL, versions TEXT
+    started REAL, finished REAL, train_seconds REAL, eval_seconds REAL, versions TEXT, attempted TEXT
 );
 CREATE TABLE IF NOT EXISTS evaluations (
     key TEXT PRIMARY KEY, run TEXT NOT NULL, task TEXT NOT NULL, finished REAL, protocol TEXT
@@ -90,17 +94,108 @@ class Store:
             raise TransferscaleError(
                 f"no results store at {self.path}; run a study first (`transferscale run`) or pass its directory"
             )
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(self.path, timeout=30)
+        existing = self.path.is_file() and self.path.stat().st_size > 0
+        if not create and not existing:
+            raise self._no_study()
+        if existing:
+            self._check_header()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise TransferscaleError(write_problem(with_path(err, self.dir), "the study directory")) from None
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as err:
+            raise self._problem(err) or err from None
+        try:
+            self._open(create, existing)
+        except sqlite3.Error as err:
+            self.conn.close()
+            raise self._problem(err) or err from None
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _open(self, create: bool, existing: bool) -> None:
+        # A damaged file is refused before anything is written to it: a writer checks every page (a run is
+        # long; the check takes about 0.2 s per 100 MB), a reader the small stores, where it is as cheap.
+        if existing and (create or self.path.stat().st_size <= QUICK_CHECK_BYTES):
+            problems = [row[0] for row in self.conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise self._damaged("; ".join(problems))
+        if not create:  # a reader never changes the file, not even to migrate it
+            if "runs" not in self._tables():
+                raise self._no_study()
+            self.conn.execute("PRAGMA journal_mode=WAL")  # a no-op on a study's store: it is WAL already
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            return
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        if not create:  # a reader never changes the file, not even to migrate it
-            return
         self.conn.executescript(_SCHEMA)
         self._migrate()
 
+    def _tables(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _check_header(self) -> None:
+        """Refuse a file that is not a SQLite database, or is shorter than its header says (truncated), without
+        opening it: SQLite would only say "file is not a database" or "database disk image is malformed",
+        later, on some query."""
+        size = self.path.stat().st_size
+        with open(self.path, "rb") as fh:
+            header = fh.read(100)
+        if len(header) < 100 or not header.startswith(SQLITE_MAGIC):
+            raise self._damaged("it is not a SQLite database" if not header.startswith(SQLITE_MAGIC[:len(header)])
+                                else f"it is cut short ({size} bytes)")
+        page_size = int.from_bytes(header[16:18], "big")
+        page_size = 65536 if page_size == 1 else page_size
+        pages = int.from_bytes(header[28:32], "big")
+        counted = header[24:28] == header[92:96] and pages > 0  # SQLite keeps the page count valid this way
+        wal = self.path.with_name(self.path.name + "-wal")
+        unmerged = wal.is_file() and wal.stat().st_size > 0  # pages still in the WAL: the file may lag its header
+        if counted and not unmerged and size < pages * page_size:
+            raise self._damaged(f"it is cut short: {size} bytes of the {pages * page_size} its header says")
+
+    def _damaged(self, why: str) -> TransferscaleError:
+        aside = self.path.with_name(self.path.name + ".damaged")
+        return TransferscaleError(
+            f"the results store {self.path} is damaged ({why}); nothing was written to it. Move it aside "
+            f"(`mv {self.path} {aside}`, with its -wal and -shm files if any) and run the study again: its "
+            "checkpoints and feature cache rebuild the rows far faster than the first time")
+
+    def _no_study(self) -> TransferscaleError:
+        return TransferscaleError(
+            f"{self.path} holds no study (it is empty, or another program's database); run the study again "
+            "(`transferscale run SPEC`) to rebuild it from the checkpoints, or pass another study's directory")
+
+    def _problem(self, err: sqlite3.Error) -> TransferscaleError | None:
+        """The error to show for what SQLite raised on this store, or None for one that is not the user's to fix."""
+        code = getattr(err, "sqlite_errorcode", None)
+        primary = None if code is None else code & 0xFF
+        if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            return self._damaged(str(err))
+        if primary == sqlite3.SQLITE_FULL:
+            return TransferscaleError(write_problem(OSError(errno.ENOSPC, "No space left on device", str(self.path)),
+                                                    "the results store"))
+        if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+            return TransferscaleError(
+                f"cannot write the results store {self.path} ({err}); make the study directory and the files in "
+                "it writable, or choose another output directory (--out), then run again")
+        if primary == sqlite3.SQLITE_IOERR:
+            return TransferscaleError(
+                f"the disk failed reading or writing the results store {self.path} ({err}); check the disk (and "
+                "its free space), then run again: every committed run is kept")
+        if primary == sqlite3.SQLITE_BUSY:
+            return TransferscaleError(
+                f"the results store {self.path} stayed locked by another process for 30 s; let it finish (or stop "
+                "it), then run again")
+        return None
+
     def _migrate(self) -> None:
         """Bring a store written by an older version up to this schema, in place."""
+        if "attempted" not in self._columns("runs"):  # a store written before failures recorded their evaluations
+            with self.conn:
+                self.conn.execute("ALTER TABLE runs ADD COLUMN attempted TEXT")
         if "depth" not in self._columns():  # a store written before layer-wise probes: final layers only
             with self.conn:
                 self.conn.execute("ALTER TABLE measurements ADD COLUMN depth REAL NOT NULL DEFAULT -1")
@@ -121,8 +216,13 @@ class Store:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, err, tb):
         self.close()
+        cause = _sqlite_cause(err)
+        if cause is not None:  # what a query in the `with` block hit (pandas wraps it): one clear message
+            problem = self._problem(cause)
+            if problem is not None:
+                raise problem from None
 
     # ---- meta -----------------------------------------------------------------------------------------
     def set_meta(self, **values: str) -> None:
@@ -145,17 +245,27 @@ class Store:
             self.conn.execute(
                 """INSERT INTO runs (key, name, kind, family, size, config, status, started, versions)
                    VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)
-                   ON CONFLICT(key) DO UPDATE SET status='running', error=NULL, started=excluded.started,
-                   name=excluded.name""",
+                   ON CONFLICT(key) DO UPDATE SET status='running', error=NULL, attempted=NULL,
+                   started=excluded.started, name=excluded.name""",
                 (run.key, run.name, run.kind, run.family, run.size, json.dumps(run.config, sort_keys=True),
                  time.time(), json.dumps(versions, sort_keys=True)),
             )
 
-    def mark_failed(self, run_key: str, error: str) -> None:
+    def mark_failed(self, run_key: str, error: str, attempted: Iterable[str] | None = None) -> None:
+        """Record that a run failed, with why and the keys of the evaluations it was attempting (None: not
+        known), so that the runner can tell whether a later spec asks something else of it."""
+        keys = None if attempted is None else json.dumps(sorted(attempted))
         with self.conn:
-            self.conn.execute(
-                "UPDATE runs SET status='failed', error=?, finished=? WHERE key=?", (error, time.time(), run_key)
-            )
+            self.conn.execute("UPDATE runs SET status='failed', error=?, finished=?, attempted=? WHERE key=?",
+                              (error, time.time(), keys, run_key))
+
+    def failed_attempts(self) -> dict[str, frozenset[str] | None]:
+        """For each failed run, the evaluation keys its failed attempt owed (None: recorded before attempts
+        were, so not known)."""
+        if "attempted" not in self._columns("runs"):  # an older store, opened to read
+            return {key: None for (key,) in self.conn.execute("SELECT key FROM runs WHERE status = 'failed'")}
+        return {key: None if keys is None else frozenset(json.loads(keys))
+                for key, keys in self.conn.execute("SELECT key, attempted FROM runs WHERE status = 'failed'")}
 
     def commit_run(self, run_key: str, measurements: list[Measurement], evaluations: list, *,
                    stale: list[tuple[str, str]] = (), params: int | None, train_seconds: float,
@@ -396,6 +506,16 @@ class Store:
             "AND layer = ? ORDER BY seed", (first[0], args[0], *first[1:]))]
 
 
+def _sqlite_cause(err: BaseException | None) -> sqlite3.Error | None:
+    """The sqlite3 error `err` is or was raised from (pandas' read_sql_query raises its own, from SQLite's)."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, sqlite3.Error):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
 class _Codes:
     """Strings to integer codes in order of first appearance (run keys and tasks of a query's result)."""
 
@@ -534,7 +654,16 @@ def export_results(study_dir: str | Path, out, format: str, chunk_rows: int = 10
     if format not in ("csv", "parquet"):
         raise TransferscaleError(f"unknown export format {format!r}; valid: 'csv', 'parquet'")
     with Store(study_dir, create=False) as store, store.snapshot():
-        return _export(store, out, format, chunk_rows)
+        try:
+            return _export(store, out, format, chunk_rows)
+        except OSError as err:
+            if isinstance(out, str | Path):  # a partial table must not pass for the whole one
+                with suppress(OSError):
+                    Path(out).unlink(missing_ok=True)
+            err = with_path(err, out) if isinstance(out, str | Path) else err
+            raise TransferscaleError(f"cannot write the {format} export {err.filename or ''}: "
+                                     f"{err.strerror or err}; choose another output file (-o) in an existing, "
+                                     "writable directory with free space") from None
 
 
 def _export(store: Store, out, format: str, chunk_rows: int) -> int:

@@ -7,13 +7,17 @@ never trusted.
 Only image datasets are stored. Text inputs are object arrays of str, which npz can hold only as pickles
 (and entries are read with allow_pickle=False); a text dataset handed to `cached` is returned as built and
 nothing is written. Text builders are registered with cache=False so they do not reach here at all.
+
+The cache only saves time: a cache directory that cannot be written (full, read-only, a shared cache of
+another user's) costs the build, not the study. The dataset is used as built, a warning names the directory
+and how to choose another (TRANSFERSCALE_CACHE, `run --cache-dir`), and no temporary file is left behind.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from transferscale.data.dataset import Dataset
-from transferscale.files import file_sha256
+from transferscale.files import file_sha256, replace, temp_beside, with_path
+
+log = logging.getLogger(__name__)
 
 
 def cache_key(name: str, options: dict, version: str) -> str:
@@ -40,7 +46,12 @@ def cached(cache_dir: str | os.PathLike | None, name: str, options: dict, versio
     if dataset is None:
         dataset = build()
         if dataset.modality == "image":
-            _write(path, dataset)
+            try:
+                _write(path, dataset)
+            except OSError as err:
+                log.warning("data cache: cannot write %s (%s); using %s as built, without caching it (set "
+                            "TRANSFERSCALE_CACHE or `run --cache-dir` to a writable directory to keep it)",
+                            err.filename or path, err.strerror or err, name)
     return dataset
 
 
@@ -65,26 +76,19 @@ def _read(path: Path) -> Dataset | None:
 
 
 def _write(path: Path, dataset: Dataset) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise with_path(err, path.parent) from None
     arrays = dict(name=np.array(dataset.name), x_train=dataset.x_train, y_train=dataset.y_train,
                   x_test=dataset.x_test, y_test=dataset.y_test, classes=np.array(dataset.classes))
     # the checksum goes first: a crash between the two renames leaves a mismatch, which reads as "rebuild"
-    npz_tmp = _atomic_temp(path, lambda f: np.savez(f, **arrays))
-    digest = _sha256(npz_tmp)
-    sha_tmp = _atomic_temp(_checksum_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
-    os.replace(sha_tmp, _checksum_path(path))
-    os.replace(npz_tmp, path)
-
-
-def _atomic_temp(path: Path, write: Callable) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    npz_tmp = temp_beside(path, lambda f: np.savez(f, **arrays))
     try:
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        digest = _sha256(npz_tmp)
+        sha_tmp = temp_beside(_checksum_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+        replace(sha_tmp, _checksum_path(path))
     except BaseException:
-        os.unlink(tmp)
+        npz_tmp.unlink(missing_ok=True)
         raise
-    return Path(tmp)
+    replace(npz_tmp, path)

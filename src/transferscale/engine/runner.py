@@ -4,8 +4,14 @@ A run is done when its row says so and every evaluation it owes is recorded. The
 of the store: it marks a job's run as running when the job starts, and commits everything the job measured
 in one transaction when its result arrives (or records the failure), so a study interrupted at any moment
 resumes from the store (finished runs) and the run's checkpoint (a run that was mid-training). A run that
-raises is recorded as failed with its reason and the study goes on; Ctrl-C stops the study and leaves the run
-marked 'running', which `status` shows as interrupted and the next `run` finishes.
+raises is recorded as failed with its reason and the evaluations it was attempting, and the study goes on;
+the next `run` tries it again only when the spec now asks other evaluations of it (a failure the spec caused
+does not outlive the spec) or with `retry_failed`. Ctrl-C stops the study and leaves the run marked 'running',
+which `status` shows as interrupted and the next `run` finishes.
+
+A file the study cannot write (a full disk, a read-only directory, a file where the study directory should
+be) stops the study with one TransferscaleError naming the file and what to do; every run committed before
+it is kept, and no half-written file is left.
 
 Jobs may finish in any order (a parallel executor); each job's outcome is committed once, however often an
 executor hands it back.
@@ -22,6 +28,7 @@ from transferscale.engine.context import JobContext, JobProgress, default_cache_
 from transferscale.engine.executors import EXECUTORS
 from transferscale.engine.job import Job, JobFailure, JobResult
 from transferscale.errors import TransferscaleError
+from transferscale.files import write_problem
 from transferscale.plan import Plan, Run, make_plan
 from transferscale.spec import ExecutorSpec, StudySpec
 from transferscale.store import Store
@@ -57,9 +64,10 @@ class StudyResult:
     study_dir: Path
     done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    skipped: int = 0
+    skipped: int = 0  # runs not run this time: done before, or failed before (and in `left_failed`)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    left_failed: dict[str, str] = field(default_factory=dict)  # failed before, not retried: name -> reason
 
 
 class StudyRunner:
@@ -76,17 +84,24 @@ class StudyRunner:
         EXECUTORS.get(self.executor_options.kind).check(self.executor_options)
 
     def pending(self, store: Store) -> list[Job]:
-        """A job per run that is not done, or done but owing evaluations the spec added since."""
+        """A job per run that is not done, or done but owing evaluations the spec added since.
+
+        A failed run is tried again when `retry_failed`, or when what it owes now differs from what its failed
+        attempt owed (its failure may have come from an option the spec has changed since); a failure recorded
+        before attempts were is tried again only when asked."""
         status, done_evals = store.run_status(), store.done_evaluations()
+        attempts = store.failed_attempts()
         jobs = []
         for run in self.plan.runs:
-            if status.get(run.key) == "failed" and not self.retry_failed:
-                continue
             owed = self.plan.evaluations(run)
-            if status.get(run.key) == "done":  # a finished run owes only what the spec added since
+            if status.get(run.key) in ("done", "failed"):  # a run that got this far owes only what is not done
                 owed = [e for e in owed if e.key not in done_evals]
-                if not owed:
+            if status.get(run.key) == "failed" and not self.retry_failed:
+                attempted = attempts.get(run.key)
+                if attempted is None or attempted == {e.key for e in owed}:
                     continue
+            elif status.get(run.key) == "done" and not owed:
+                continue
             jobs.append(Job(run, tuple(owed)))
         return jobs
 
@@ -116,6 +131,15 @@ class StudyRunner:
         handle.flush()
         return handle
 
+    def _left_failed(self, store: Store, jobs: list[Job]) -> dict[str, str]:
+        """The runs of the plan that failed before and are not run this time: name -> the failure's first line."""
+        status, running = store.run_status(), {job.run.key for job in jobs}
+        failed = [run for run in self.plan.runs if status.get(run.key) == "failed" and run.key not in running]
+        if not failed:
+            return {}
+        errors = store.runs_frame().set_index("key")["error"].to_dict()
+        return {run.name: (errors.get(run.key) or "").split("\n")[0] for run in failed}
+
     def _commit(self, store: Store, job: Job, result: JobResult) -> None:
         stale = {(e.task, metric) for e in result.evaluations
                  for metric in self.plan.protocols[e.protocol].stale_metrics()}
@@ -124,11 +148,23 @@ class StudyRunner:
                          eval_seconds=result.eval_seconds)
 
     def run(self) -> StudyResult:
+        """Run what the study still owes (see the module docstring); raises TransferscaleError for a study
+        that cannot run here, including a file it cannot write."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise TransferscaleError(f"the study directory {self.dir} is a file; choose another output directory "
+                                     "(--out, or the spec's output_dir), or move the file")
+        try:
+            return self._run()
+        except OSError as err:
+            raise TransferscaleError(write_problem(err)) from None
+
+    def _run(self) -> StudyResult:
         t_start = time.perf_counter()
         result = StudyResult(self.dir)
         with self._lock(), Store(self.dir) as store:
             jobs = self.pending(store)
             result.skipped = len(self.plan.runs) - len(jobs)
+            result.left_failed = self._left_failed(store, jobs)
             work = {job.run.key: self.plan.work(job.run, list(job.evaluations)) for job in jobs}
             ctx = None
             if jobs:  # the protocols' look at the data comes first: a spec they refuse leaves the study as it was
@@ -164,7 +200,8 @@ class StudyRunner:
                         finished.add(job.run.key)
                         seconds = time.perf_counter() - started[job.run.key]
                         if isinstance(outcome, JobFailure):
-                            store.mark_failed(job.run.key, outcome.reason + "\n" + outcome.detail)
+                            store.mark_failed(job.run.key, outcome.reason + "\n" + outcome.detail,
+                                              [e.key for e in job.evaluations])
                             result.failed[job.run.name] = outcome.reason
                             self.progress.end_run(job.run, "failed", seconds, outcome.reason)
                         else:
