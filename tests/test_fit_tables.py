@@ -94,13 +94,15 @@ def test_load_fit_table_melts_joins_and_reads_percent(tmp_path):
     pd.DataFrame({"model": ["a", "b", "c"], "top1": [70.0, 80.0, None]}).to_csv(tmp_path / "u.csv", index=False)
     pd.DataFrame({"model": ["a", "b", "c"], "top1": [50.0, 60.0, 65.0], "top5": [80.0, 90.0, 95.0]}).to_csv(
         tmp_path / "d.csv", index=False)
+    # percent is no longer guessed from the values: the table says --percent (test_percent_needs_to_be_asked_for)
     table, by, notes, out = load_fit_table(csv=tmp_path / "u.csv", us="top1", ds=["top1", "top5"],
-                                           join=tmp_path / "d.csv", on=["model"])
+                                           join=tmp_path / "d.csv", on=["model"], percent=True)
     assert by == ["ds"] and out.name == "saturation_fits.csv"
     assert sorted(table["ds"].unique()) == ["top1", "top5"] and len(table) == 4  # model c has no US value
     assert table.loc[table["ds"] == "top1", "ds_acc"].tolist() == [0.5, 0.6]  # the joined file's top1
     assert table.loc[table["ds"] == "top1", "us_acc"].tolist() == [0.7, 0.8]
-    assert any("dropped 2 rows" in n for n in notes) and any("percent" in n for n in notes)
+    assert any("dropped 2 rows" in n for n in notes)
+    assert any("divided by 100 'top1' (US), 'top1' (DS, d.csv), 'top5' (DS)" in n for n in notes), notes
     with pytest.raises(TransferscaleError, match="either STUDY_DIR or --csv"):
         load_fit_table()
 
@@ -116,11 +118,75 @@ def test_join_needs_unique_keys(tmp_path):
     assert len(joined) == 3 and {"top1", "top1_join"} <= set(joined.columns)
 
 
-def test_percent_is_detected_and_said():
-    df, note = to_fraction(pd.DataFrame({"a": [50.0, 90.0]}), ["a"], None)
-    assert df["a"].tolist() == [0.5, 0.9] and "percent" in note
+def test_percent_needs_to_be_asked_for():
+    # The old rule divided any table with a value above 1 (and none above 100) by 100 and said so in a note;
+    # now no number is divided unless --percent asks, and a column that looks like percent is an error.
+    with pytest.raises(TransferscaleError, match=r"'a' \(values up to 90\) looks like percent: pass --percent"):
+        to_fraction(pd.DataFrame({"a": [50.0, 90.0]}), ["a"], None)
+    df, note = to_fraction(pd.DataFrame({"a": [50.0, 90.0]}), ["a"], True)
+    assert df["a"].tolist() == [0.5, 0.9] and "divided by 100 'a'" in note
     df, note = to_fraction(pd.DataFrame({"a": [0.5, 0.9]}), ["a"], None)
     assert df["a"].tolist() == [0.5, 0.9] and note == ""
+
+
+def test_a_stray_value_in_a_fraction_column_is_named_not_divided():
+    frame = pd.DataFrame({"a": [0.5, 0.6, 1.2, 0.7, 0.8]})
+    with pytest.raises(TransferscaleError, match=r"'a' holds fractions but 1.2 at row 2 is above 1: fix that value"):
+        to_fraction(frame, ["a"], None)
+    with pytest.raises(TransferscaleError, match="--fraction says"):
+        to_fraction(frame, ["a"], False)
+
+
+def test_a_percent_column_beside_a_fraction_column():
+    frame = pd.DataFrame({"us": [50.0, 70.0, 90.0], "ds": [0.4, 0.5, 0.55]})
+    with pytest.raises(TransferscaleError, match=r"'us' \(values up to 90\) looks like percent: pass --percent to "
+                       r"divide it by 100 \('ds', within \[0, 1\], would stay fractions\)"):
+        to_fraction(frame, ["us", "ds"], None)
+    df, note = to_fraction(frame, ["us", "ds"], True)  # only the percent column is divided, and the note says so
+    assert df["us"].tolist() == [0.5, 0.7, 0.9] and df["ds"].tolist() == [0.4, 0.5, 0.55]
+    assert note == "--percent: divided by 100 'us'; kept as fractions (all within [0, 1]) 'ds'"
+    with pytest.raises(TransferscaleError, match="from -3 to 90"):  # not an accuracy in either unit
+        to_fraction(pd.DataFrame({"a": [-3.0, 90.0]}), ["a"], True)
+
+
+def _write(path, text: str):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "is empty: a CSV file needs a header row"),
+    ("us,ds\n", "no row has both a US and a DS value"),
+    ("us,ds\n0.5,0.4\n", "1 model row with values; the law"),
+    ("us,ds\n0.5,0.4\n0.5,0.6\n0.5,0.3\n", "every row has the same US accuracy in 'us' (0.5)"),
+    ("us,ds\n0.5,0.4\nabc,0.6\n0.7,0.3\n", "'us' (US) holds values that are not numbers: 'abc' at line 3 of t.csv"),
+    ("us,ds\n0.5,0.4\n0.6,0.45\n0.7,1.3\n0.8,0.5\n", "'ds' (DS) holds fractions but 1.3 at line 4 of t.csv"),
+])
+def test_tables_nothing_can_be_fitted_on_are_one_clear_error(cli, tmp_path, text, message):
+    csv = _write(tmp_path / "t.csv", text)
+    res = CliRunner().invoke(cli, ["fit", "--csv", str(csv), "--us", "us", "--ds", "ds", "-o", str(tmp_path / "f.csv")])
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output and not (tmp_path / "f.csv").exists()
+
+
+def test_a_group_that_cannot_be_fitted_says_why_in_words(cli, tmp_path):
+    us, ds = simulate_frontier(0.8, 2.0, 0.1, n=30, random_state=0)
+    rows = [pd.DataFrame({"task": "a", "us": us, "ds": ds}),
+            pd.DataFrame({"task": "flat", "us": [0.6] * 4, "ds": [0.3, 0.4, 0.5, 0.35]}),
+            pd.DataFrame({"task": "one", "us": [0.7], "ds": [0.5]})]
+    csv = tmp_path / "t.csv"
+    pd.concat(rows).to_csv(csv, index=False)
+    out = tmp_path / "fits.csv"
+    res = CliRunner().invoke(cli, ["fit", "--csv", str(csv), "--us", "us", "--ds", "ds", "--by", "task",
+                                   "--n-bootstrap", "50", "-o", str(out)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "no fit" in text and "cannot tell: all US accuracies equal" in text
+    assert "cannot tell: fewer than 3 models" in text
+    fits = pd.read_csv(out).set_index("task")
+    assert fits.loc["flat", "why"] == "all US accuracies equal" and fits.loc["one", "why"] == "fewer than 3 models"
+    assert fits.loc["flat", "verdict"] == fits.loc["one", "verdict"] == "cannot tell"
+    assert "of 3 fits support saturation; " in text
 
 
 def test_correlations_with_us_between_tasks_and_with_shots():
@@ -159,12 +225,14 @@ def test_cli_fits_a_csv_with_groups(cli, tmp_path):
     assert list(fits["task"]) == ["a", "b"] and fits["saturation"].between(0.85, 0.95).all()
 
 
-def test_cli_errors_say_what_to_change(cli, tmp_path):
+def test_cli_errors_say_what_to_change(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     pd.DataFrame({"us": [0.1, 0.2], "ds": [0.1, 0.2]}).to_csv(tmp_path / "t.csv", index=False)
     res = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "uss", "--ds", "ds"])
     assert res.exit_code == 2 and "did you mean 'us'" in res.output
-    res = CliRunner().invoke(cli, ["fit"])
-    assert res.exit_code == 2 and "STUDY_DIR or --csv" in res.output
+    res = CliRunner().invoke(cli, ["fit"])  # no study in this directory (the fixture chdirs to tmp_path)
+    assert res.exit_code == 2 and "pass a study's directory (STUDY_DIR) or fit a results table with --csv FILE" in \
+        " ".join(res.output.split())
     res = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "us", "--ds", "ds",
                                    "--points", "hull"])
     assert res.exit_code == 2 and "upper_hull" in res.output
@@ -177,14 +245,34 @@ def test_cli_errors_say_what_to_change(cli, tmp_path):
 ])
 def test_cli_on_timm_joins_on_model_and_size_and_reads_percent(cli, tmp_path, upstream, shifted):
     out = tmp_path / "fits.csv"
-    res = CliRunner().invoke(cli, ["fit", "--csv", str(TIMM / upstream), "--us", "top1",
-                                   "--join", str(TIMM / shifted), "--ds", "top1", "--on", "model",
-                                   "--on", "img_size", "--n-bootstrap", "100", "-o", str(out)])
+    args = ["fit", "--csv", str(TIMM / upstream), "--us", "top1", "--join", str(TIMM / shifted), "--ds", "top1",
+            "--on", "model", "--on", "img_size", "--n-bootstrap", "100", "-o", str(out)]
+    # percent used to be guessed with a note; now the table must say --percent, and without it the error says so
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "pass --percent" in " ".join(refused.output.split()) and not out.exists()
+    res = CliRunner().invoke(cli, [*args, "--percent"])
     assert res.exit_code == 0, res.output
-    assert "read as percent" in res.output
+    assert "divided by 100 'top1' (US), 'top1' (DS, " in " ".join(res.output.split())
     row = pd.read_csv(out).iloc[0]
     assert row.n_models > 1500
     if shifted.endswith("real.csv"):  # a well-populated hull: a sane, unflagged saturation
         assert row.n_points >= 10 and 0.9 < row.saturation < 1 and pd.isna(row["flags"])
     else:  # ImageNet-A's hull has two vertices: no number, a flag
         assert np.isnan(row.k) and "too_few_points" in row["flags"]
+
+
+def test_cli_extrapolation_on_a_csv_table(cli, tmp_path):
+    us, ds = simulate_frontier(0.8, 2.0, 0.1, n=80, random_state=2)
+    pd.DataFrame({"us": us, "a": ds, "b": np.clip(ds - 0.05, 0, 1)}).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "fits.csv"
+    res = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "us", "--ds", "a", "--ds", "b",
+                                   "--n-bootstrap", "20", "-o", str(out), "--extrapolation", "--holdout-quantile",
+                                   "0.8"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    table = pd.read_csv(tmp_path / "fits-extrapolation.csv")
+    assert list(table["ds"]) == ["a", "a", "b", "b"] and (table["n_holdout"] == 16).all()
+    text = " ".join(res.output.split())
+    assert "a: the " in text and "b: the " in text and "fitted below the 0.8 quantile" in text
+    bad = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "us", "--ds", "a",
+                                   "--extrapolation", "--holdout-quantile", "1"])
+    assert bad.exit_code == 2 and "between 0 and 1" in bad.output

@@ -182,6 +182,45 @@ def test_fine_tuning_section_lists_each_runs_accuracies(finetuned):
         ("far", "vit-m-d1-s300"), ("far", "resnet-m-d1-s300"), ("far", "vit-s-random")]
 
 
+def _section(html: str, key: str) -> str:
+    return re.search(rf'<section id="{key}">(.*?)</section>', html, re.DOTALL).group(1)
+
+
+def test_summary_says_per_task_whether_the_study_supports_saturation(study, page):
+    from html import escape
+
+    from transferscale.analysis import count_sentence, saturation_verdicts, task_sentences
+    from transferscale.report import analyse
+
+    section = _section(page, "summary")
+    assert "Does the study support saturation?" in section
+    items = re.findall(r"<li>(.*?)</li>", section)
+    assert [i.split(":")[0] for i in items] == list(TASKS)  # one statement per task, in the spec's order
+    verdicts = saturation_verdicts(analyse(load_study(study), n_bootstrap=20).hull)
+    assert escape(count_sentence(verdicts)) in section and "of 9 fits support saturation" in section
+    for line in task_sentences(verdicts)["sentence"]:
+        assert f"<li>{escape(line)}</li>" in section
+    assert all(("supports saturation" in i) or ("cannot tell" in i) for i in items)
+
+
+def test_the_extrapolation_section_compares_hull_and_all_points(study, page):
+    from transferscale.analysis import extrapolation_table
+
+    section = _section(page, "extrapolation")
+    assert 'href="#extrapolation"' in page and "0.9 quantile of US accuracy" in section
+    verdicts = re.findall(r"<li>(.*?)</li>", section)
+    assert [v.split(":")[0] for v in verdicts] == list(TASKS)
+    assert all("predicts the strongest runs" in v or "cannot compare" in v or "neither fit" in v for v in verdicts)
+    rows = _table_rows(section, "extrapolation")
+    assert len(rows) == len(TASKS) * len(SHOTS)
+    expected = extrapolation_table(load_study(study).points, by=["task", "shots"])
+    near = expected[(expected.task == "near") & (expected.shots == 1)].set_index("points")
+    row = next(r for r in rows if r[0] == "near" and r[1] == "1-shot")
+    assert row[3] == f"{near.loc['upper_hull', 'rmse_frontier']:.3f}"
+    assert row[4] == f"{near.loc['all', 'rmse_frontier']:.3f}"
+    assert row[5] == f"{near.loc['upper_hull', 'bias_frontier']:+.3f}"
+
+
 def test_report_command_writes_the_page_and_prints_its_path(study):
     app = typer.Typer()
     app.command()(report_command)
@@ -200,11 +239,14 @@ def test_report_of_a_csv_table(tmp_path):
     app = typer.Typer()
     app.command()(report_command)
     out = tmp_path / "r.html"
+    # the table is percent: it used to be guessed with a note, now --percent says so (and the page notes it)
     result = CliRunner().invoke(app, ["--csv", str(tmp_path / "t.csv"), "--us", "imagenet", "--ds", "sketch",
-                                      "--ds", "v2", "--out", str(out), "--n-bootstrap", "10"])
+                                      "--ds", "v2", "--out", str(out), "--n-bootstrap", "10", "--percent"])
     assert result.exit_code == 0, result.output
     html = out.read_text()
-    assert "read as percent" in html and "sketch" in html and "v2" in html and "An external table" in html
+    assert "divided by 100" in html and "sketch" in html and "v2" in html and "An external table" in html
+    summary = _section(html, "summary")  # no shots: one statement per DS column
+    assert re.search(r"<li>(sketch|v2): (supports saturation \(|cannot tell: )", summary) and "shot" not in summary
     assert len(_images(html)) == 2  # the scatter and the correlations; shots, axes and layers say why not
 
 

@@ -42,8 +42,10 @@ def load_fit_table(study_dir: Path | None = None, csv: Path | None = None, us: s
     (upstream, task, shots, layer).
     CSV: the `us` column and each `ds` column (taken from the joined file when it has one of that name)
     melted to one row per (row, DS column), grouped by `by`, plus a `ds` column when there are several DS
-    columns; rows missing either value are dropped (a note says how many), and accuracies are scaled to
-    fractions by `to_fraction` (percent: True, False, or None to detect it; a note says what was done).
+    columns; the accuracy columns must hold numbers (an empty cell is a missing value), rows missing either
+    value are dropped (a note says how many), and accuracies are scaled to fractions by `to_fraction`
+    (percent: True, False or None; no number is divided by 100 unless --percent asks, and a column that
+    looks like percent without it is an error saying so). `check_fittable` refuses a table no fit can use.
     """
     if (study_dir is None) == (csv is None):
         raise TransferscaleError("give either STUDY_DIR or --csv FILE (with --us COL --ds COL)")
@@ -53,19 +55,43 @@ def load_fit_table(study_dir: Path | None = None, csv: Path | None = None, us: s
     ds, by, on = list(ds or []), list(by), list(on)
     if not us or not ds:
         raise TransferscaleError("--csv needs --us COL and --ds COL (the upstream and downstream accuracy)")
-    raw = read_csv_table(Path(csv), join if join is None else Path(join), on)
+    csv, join = Path(csv), None if join is None else Path(join)
+    raw = read_csv_table(csv, join, on)
     ds_cols = [f"{c}_join" if join is not None and f"{c}_join" in raw.columns else c for c in ds]
+    _require(raw, [us, *ds_cols, *by], "the table")
+    labels = {us: f"{us!r} (US)"}
+    for name, col in zip(ds, ds_cols):  # a DS column of the joined file that clashed: say which file
+        labels.setdefault(col, f"{name!r} (DS" + (f", {join.name})" if col != name else ")"))
+    where = _locator(raw, csv, on if join is not None else None)
+    raw = numeric_columns(raw, labels, where)
+    raw, note = to_fraction(raw, list(labels), percent, labels, where)
+    notes = [note] if note else []
     table = melt_ds(raw, us, ds_cols, by)
     table["ds"] = table["ds"].str.removesuffix("_join")
-    notes = []
     missing = table[["us_acc", "ds_acc"]].isna().any(axis=1)
     if missing.any():
         notes.append(f"dropped {int(missing.sum())} rows with no value in {us} or {ds}")
         table = table[~missing]
-    table, note = to_fraction(table, ["us_acc", "ds_acc"], percent)
-    notes += [note] if note else []
     by_cols = [*by, "ds"] if len(ds) > 1 else by
     return FitTable(table, by_cols, notes, Path("saturation_fits.csv"))
+
+
+def check_fittable(table: pd.DataFrame, where: str, us: str = "us_acc") -> None:
+    """Refuse, with the reason, a fit table (`load_fit_table`'s points) that no group could be fitted on:
+    no rows, fewer models (rows per DS column) than the law's three parameters, or one US accuracy for every
+    row. A table some of whose groups can be fitted passes: the others get NaN and a flag. `where` names the
+    table in the message (its file), `us` the US column as the user knows it."""
+    if table.empty:
+        raise TransferscaleError(f"{where}: no row has both a US and a DS value, so there is nothing to fit")
+    n = int(table.groupby("ds").size().max()) if "ds" in table.columns else len(table)
+    if n < 3:
+        raise TransferscaleError(
+            f"{where}: {n} model row{'s' if n != 1 else ''} with values; the law e_DS = k e_US^alpha + e_IR has "
+            "three parameters and needs at least 3 models that differ in US accuracy")
+    if table["us_acc"].nunique() == 1:
+        raise TransferscaleError(
+            f"{where}: every row has the same US accuracy in {us!r} ({table['us_acc'].iloc[0]:g}); the law "
+            "needs models that differ in upstream accuracy")
 
 
 def study_points(results: pd.DataFrame) -> pd.DataFrame:
@@ -242,23 +268,86 @@ def read_csv_table(csv: Path, join: Path | None = None, on: list[str] | None = N
     return left.merge(right, on=on, how="inner", suffixes=("", "_join"))
 
 
-def to_fraction(df: pd.DataFrame, cols: list[str], percent: bool | None) -> tuple[pd.DataFrame, str]:
-    """Scale accuracy columns to [0, 1]; returns the table and a note saying what was done.
+def numeric_columns(df: pd.DataFrame, labels: dict, where) -> pd.DataFrame:
+    """The accuracy columns (`labels`: column -> how an error names it) as floats; a value that is not a
+    number (other than an empty cell, which is a missing value) is an error naming the column and its row."""
+    out = {}
+    for col, label in labels.items():
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = df[col].notna() & values.isna()
+        if bad.any():
+            i = bad.to_numpy().nonzero()[0]
+            more = f" (and {len(i) - 1} more)" if len(i) > 1 else ""
+            raise TransferscaleError(f"column {label} holds values that are not numbers: {df[col].iloc[i[0]]!r} at "
+                                     f"{where(i[0])}{more}; fix them, or leave the cells empty to drop those rows")
+        out[col] = values.astype(float)
+    return df.assign(**out)
 
-    percent=True divides by 100, False keeps values as fractions, None decides: values above 1 (and none
-    above 100) are read as percent, the note says so, and --fraction turns that off.
+
+def to_fraction(df: pd.DataFrame, cols: list[str], percent: bool | None, labels: dict | None = None,
+                where=None) -> tuple[pd.DataFrame, str]:
+    """Accuracy columns as fractions in [0, 1]; returns the table and a note saying what was divided.
+
+    Nothing is divided by 100 unless asked. Per column (its finite values):
+      - any value below 0 or above 100: an error (not an accuracy, in either unit);
+      - all within [0, 1]: fractions, kept as they are, whatever `percent` says;
+      - some above 1: percent when `percent` is True (divided by 100, and the note names the column);
+        an error otherwise, naming the column and saying what to change: pass --percent when it is percent,
+        or fix the values when it is fractions with a stray value above 1 (most of its values within [0, 1]).
+    So a table mixing a percent column and a fraction column needs --percent and divides only the first.
+    `labels` (column -> its name in messages) and `where` (row position -> "line N of FILE") word the errors.
     """
-    values = df[cols].to_numpy(float)
-    top = pd.Series(values.ravel()).max()
-    if percent is None:
-        percent = bool(top > 1 and top <= 100)
-        note = (f"values up to {top:g} in {cols}: read as percent and divided by 100 (--fraction to refuse)"
-                if percent else "")
-    else:
-        note = "divided by 100 (--percent)" if percent else ""
-    if percent:
-        df = df.assign(**{c: df[c].astype(float) / 100 for c in cols})
-    return df, note
+    labels = labels or {c: repr(c) for c in cols}
+    where = where or (lambda i: f"row {i}")
+    divide, stray, percent_like = [], [], []
+    for col in cols:
+        v = df[col].to_numpy(float)
+        finite = v[pd.notna(v)]
+        if not finite.size:
+            continue
+        if finite.min() < 0 or finite.max() > 100:
+            raise TransferscaleError(f"column {labels[col]} has values from {finite.min():g} to {finite.max():g}: "
+                                     "accuracies are fractions in [0, 1] or percent in [0, 100]; fix those values")
+        above = v > 1
+        if not above.any():
+            continue
+        if percent:
+            divide.append(col)
+        elif 2 * above.sum() < finite.size:  # mostly fractions: a stray value
+            i = above.nonzero()[0]
+            more = f" (and {len(i) - 1} more)" if len(i) > 1 else ""
+            stray.append(f"column {labels[col]} holds fractions but {v[i[0]]:g} at {where(i[0])}{more} is above 1: "
+                         "fix that value (or pass --percent if the column really is percent)")
+        else:
+            percent_like.append((col, finite.max()))
+    if stray or percent_like:
+        problems = list(stray)
+        if percent_like:
+            named = [f"{labels[c]} (values up to {top:.4g})" for c, top in percent_like]
+            names = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+            kept = [labels[c] for c in cols if not (df[c].to_numpy(float) > 1).any()]
+            one = len(percent_like) == 1
+            problems.append(f"column{'' if one else 's'} {names} look{'s' if one else ''} like percent: pass "
+                            f"--percent to divide {'it' if one else 'them'} by 100"
+                            + (f" ({', '.join(kept)}, within [0, 1], would stay fractions)" if kept else ""))
+        if percent is False:
+            problems.append("--fraction says every column holds fractions in [0, 1]")
+        raise TransferscaleError("; ".join(problems))
+    if percent and not divide:
+        return df, "--percent: no column has a value above 1, so every column is read as fractions"
+    if not divide:
+        return df, ""
+    kept = [labels[c] for c in cols if c not in divide]
+    note = (f"--percent: divided by 100 {', '.join(labels[c] for c in divide)}"
+            + (f"; kept as fractions (all within [0, 1]) {', '.join(kept)}" if kept else ""))
+    return df.assign(**{c: df[c].astype(float) / 100 for c in divide}), note
+
+
+def _locator(df: pd.DataFrame, csv: Path, on: list[str] | None):
+    """Row position -> where a user finds that row: the join keys of a joined table, else the file's line."""
+    if on:
+        return lambda i: ", ".join(f"{k}={df[k].iloc[i]}" for k in on)
+    return lambda i: f"line {i + 2} of {csv.name}"  # the header is line 1
 
 
 def melt_ds(df: pd.DataFrame, us: str, ds: list[str], by: list[str]) -> pd.DataFrame:
@@ -271,7 +360,14 @@ def melt_ds(df: pd.DataFrame, us: str, ds: list[str], by: list[str]) -> pd.DataF
 def _read(path: Path) -> pd.DataFrame:
     if not Path(path).is_file():
         raise TransferscaleError(f"no such CSV file: {path}")
-    return pd.read_csv(path, thousands=",")
+    try:
+        df = pd.read_csv(path, thousands=",")
+    except pd.errors.EmptyDataError:
+        raise TransferscaleError(f"{path} is empty: a CSV file needs a header row and one row per model") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TransferscaleError(f"{path} cannot be read as a CSV table ({first})") from None
+    return df
 
 
 def _require(df: pd.DataFrame, cols, where) -> None:

@@ -39,8 +39,11 @@ err_console = Console(stderr=True) if Console(stderr=True).is_terminal else Cons
 
 StudyDir = Annotated[
     Path | None,
-    typer.Argument(help="A study's output directory (holds results.sqlite). Default: the default study's."),
+    typer.Argument(help="A study's output directory (holds results.sqlite). Default: the study run most "
+                   "recently under transferscale-runs/."),
 ]
+RUNS_ROOT = Path("transferscale-runs")  # where studies go by default (StudySpec.study_dir), under the cwd
+LAST_RUN = ".last-run"  # in RUNS_ROOT: which study `transferscale run` ran last, and when
 
 
 def _fail(err: TransferscaleError) -> None:
@@ -49,11 +52,104 @@ def _fail(err: TransferscaleError) -> None:
 
 
 def _resolve_dir(study_dir: Path | None) -> Path:
+    return resolve_study_dir(study_dir)
+
+
+def resolve_study_dir(study_dir: Path | None, alternative: str = "") -> Path:
+    """The study a command acts on: `study_dir` when given, else the study run most recently under
+    transferscale-runs/ (`latest_study`), said on stderr (stdout may be a CSV export). With no study there,
+    an error saying to run one or pass its directory (`alternative`: another way, e.g. " or --csv FILE")."""
     if study_dir is not None:
         return study_dir
-    from transferscale.spec import load_spec
+    found = latest_study()
+    if found is None:
+        raise TransferscaleError(
+            f"no study under {RUNS_ROOT}/ in this directory yet: run one first (`transferscale run --quick` "
+            f"for a first look, or `transferscale run`), or pass a study's directory (STUDY_DIR){alternative}")
+    path, why = found
+    err_console.print(f"using {escape(str(path))} ({why})", highlight=False)
+    return path
 
-    return load_spec(None)[0].study_dir()
+
+def latest_study(root: Path = RUNS_ROOT) -> tuple[Path, str] | None:
+    """The study under `root` that was run or written most recently, and why it is that one.
+
+    Candidates are the directories holding a results store: `root`'s subdirectories, and the one `run`
+    recorded last (`record_run`; it may be nested deeper). Each one's time is the latest write its store
+    records (a run started, finished or failed, an evaluation finished; the file's modification time for a
+    store that records none), or, for the study `run` recorded, the time of that run when later: a run that
+    found nothing left to do still makes its study the latest. A directory without a store (a run that
+    failed before writing any, checkpoints alone) is never chosen. None when no candidate has a store."""
+    from transferscale.store import RESULTS_FILE
+
+    if not root.is_dir():
+        return None
+    times: dict[Path, float] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if (d / RESULTS_FILE).is_file():
+            times[d] = _last_write(d / RESULTS_FILE)
+    marked, marked_time = _read_last_run(root)
+    if marked is not None and (marked / RESULTS_FILE).is_file():
+        times[marked] = max(times.get(marked) or _last_write(marked / RESULTS_FILE), marked_time)
+    if not times:
+        return None
+    best = max(times, key=lambda d: (times[d], str(d)))
+    if best == marked:
+        return best, "the study run most recently"
+    return best, "the study whose results were written most recently"
+
+
+def record_run(study_dir: Path, root: Path = RUNS_ROOT) -> None:
+    """Note that `run` is running `study_dir` now, for commands given no STUDY_DIR (`latest_study`).
+
+    Only a study under `root` is noted (one written elsewhere with --out is passed by its directory), and
+    a note that cannot be written (a read-only directory) changes nothing but that."""
+    import json
+    import time
+
+    try:
+        rel = Path(study_dir).resolve().relative_to(root.resolve())
+    except ValueError:
+        return
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / (LAST_RUN + ".tmp")
+        tmp.write_text(json.dumps({"study": rel.as_posix(), "time": time.time()}) + "\n")
+        tmp.replace(root / LAST_RUN)
+    except OSError:
+        pass
+
+
+def _read_last_run(root: Path) -> tuple[Path | None, float]:
+    import json
+
+    try:
+        note = json.loads((root / LAST_RUN).read_text())
+        return root / str(note["study"]), float(note["time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, 0.0
+
+
+def _last_write(path: Path) -> float:
+    """The latest time a store records writing (seconds since the epoch), else its file's modification time.
+
+    Read-only, so that looking never counts as a write."""
+    import sqlite3
+
+    query = ("SELECT MAX(t) FROM (SELECT MAX(started) AS t FROM runs UNION ALL SELECT MAX(finished) FROM runs "
+             "UNION ALL SELECT MAX(finished) FROM evaluations)")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            (latest,) = conn.execute(query).fetchone()
+        finally:
+            conn.close()
+        if latest is not None:
+            return float(latest)
+    except sqlite3.Error:
+        pass
+    wal = path.with_name(path.name + "-wal")
+    return max(path.stat().st_mtime, wal.stat().st_mtime if wal.is_file() else 0.0)
 
 
 @app.command()
@@ -81,6 +177,7 @@ def run(
         study, text = load_spec(spec, quick=quick)
         study_dir = out or study.study_dir()
         console.print(f"[bold]study[/] {study.name}  ->  {study_dir}")
+        record_run(study_dir)
         with RichProgress(console) as progress:
             result = run_study(study, text, study_dir, progress=progress, cache_dir=cache_dir,
                                retry_failed=retry_failed, executor=executor, address=address)

@@ -15,7 +15,8 @@ from transferscale.errors import TransferscaleError
 
 def report_command(
     study_dir: Annotated[Path | None, typer.Argument(
-        help="A study directory (holds results.sqlite). Default: the default study's; not with --csv.")] = None,
+        help="A study directory (holds results.sqlite). Default: the study run most recently under "
+        "transferscale-runs/; not with --csv.")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="HTML file to write. Default: STUDY_DIR/report/index.html, or "
         "./CSVNAME-report.html with --csv.")] = None,
@@ -36,8 +37,9 @@ def report_command(
     on: Annotated[list[str] | None, typer.Option(
         "--on", help="Join key column; repeat for several (timm: --on model --on img_size).")] = None,
     percent: Annotated[bool | None, typer.Option(
-        "--percent/--fraction", help="Accuracies are percent (0-100) or fractions (0-1). Default: fractions, "
-        "unless a value is above 1 (and none above 100): then percent, and the page says so.")] = None,
+        "--percent/--fraction", help="--percent: the columns with values above 1 are percent (0-100) and are "
+        "divided by 100; those within [0, 1] stay fractions. Without it nothing is divided: a column with values "
+        "above 1 is an error that says which. --fraction: every column must be within [0, 1].")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", help="Column naming each model (best-checkpoint table, correlations). Default: the --on "
         "keys, else a column called model or name.")] = None,
@@ -79,7 +81,9 @@ def report_command(
             if us or ds or by or join or on or model or axis:
                 raise TransferscaleError("--us, --ds, --by, --join, --on, --model and --axis describe a --csv "
                                          "table; a study's report needs only STUDY_DIR")
-            study_dir = study_dir or _default_study_dir()
+            from transferscale.cli import resolve_study_dir
+
+            study_dir = resolve_study_dir(study_dir, alternative=" or report on a results table with --csv FILE")
             data = load_study(study_dir)
             path = out or Path(study_dir) / "report" / "index.html"
         command = _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis)
@@ -91,12 +95,6 @@ def report_command(
         console.print(f"[yellow]note:[/yellow] {note}")
     console.print(f"wrote the report in {time.perf_counter() - start:.1f} s:", highlight=False)
     console.print(str(path.resolve()), soft_wrap=True, highlight=False)
-
-
-def _default_study_dir() -> Path:
-    from transferscale.spec import load_spec
-
-    return load_spec(None)[0].study_dir()
 
 
 def _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis) -> str:

@@ -15,9 +15,11 @@ import numpy as np
 import pandas as pd
 
 from transferscale.analysis.tables import (
+    check_fittable,
     finetune_points,
     load_fit_table,
     points_from_groups,
+    read_csv_table,
     store_upstream,
     study_mean_mode,
     trained_groups,
@@ -352,11 +354,12 @@ def load_table(csv: Path, us: str | None, ds: list | None, by: list, join: Path 
     column named model or name) names the models in the best-checkpoint table and pairs tasks for the
     rank correlations; `axes` columns colour the scaling-axes view.
     """
-    header = pd.read_csv(csv, nrows=0).columns
+    header = read_csv_table(Path(csv)).columns  # an empty or unreadable file: the loader's clear error
     labels = [model] if model else list(on) or [c for c in ("model", "name") if c in header][:1]
     axes = list(axes or [])
     extra = [c for c in dict.fromkeys([*labels, *axes]) if c not in by]
     table, by_cols, notes, _ = load_fit_table(None, csv, us, ds, [*by, *extra], join, on, percent)
+    check_fittable(table, Path(csv).name, us or "us_acc")
     task_cols = [c for c in by_cols if c not in extra]
     table = table.reset_index(drop=True)
     if task_cols:

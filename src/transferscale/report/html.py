@@ -12,7 +12,7 @@ from transferscale.report import style
 from transferscale.report.data import FINETUNE_HINT, LAYER_HINT, ReportData
 from transferscale.report.figures import DENSE_POINTS
 from transferscale.report.figures_tasks import DENSE_MODELS
-from transferscale.report.numbers import Analysis, summary
+from transferscale.report.numbers import HOLDOUT_QUANTILE, Analysis, summary
 from transferscale.report.template import CSS, PAGE
 
 
@@ -23,6 +23,7 @@ def page(data: ReportData, res: Analysis, figs: dict, command: str, seconds: flo
     sections = [
         ("frontier", "DS against US accuracy", _frontier(data, res, figs)),
         ("summary", "Summary per task", _summary(data, res)),
+        ("extrapolation", "Predicting the strongest runs", _extrapolation(data, res)),
         ("shots", "The law against shots", _shots(data, res, figs)),
         ("axes", "Scaling axes", _axes(data, res, figs)),
         ("correlations", "Rank correlations", _correlations(res, figs)),
@@ -90,7 +91,7 @@ def _summary(data: ReportData, res: Analysis) -> str:
             "k, &alpha;, the points it used (hull vertices of all trained models), its flags, the all-points fit's "
             "saturation for comparison, and the best trained checkpoint for that task (mean DS accuracy over "
             f"probe seeds). {verdict}</p>")
-    html = head + _summary_table(table, with_rho=True)
+    html = _saturation_words(data, res) + head + _summary_table(table, with_rho=True)
     if data.has_shots and len(data.shots) > 1:
         parts = []
         for s in data.shots:
@@ -103,6 +104,71 @@ def _summary(data: ReportData, res: Analysis) -> str:
              "follow; <b>bootstrap_failed</b> over 10% of resamples had fewer than 3 hull points. A flagged fit "
              "is a weak statement: add models (sizes, budgets) to fill the frontier.</p>")
     return html + flags
+
+
+def _saturation_words(data: ReportData, res: Analysis) -> str:
+    """Per task, in words, whether the study supports saturation (analysis.verdicts: the hull fit on the final
+    layer has no flag and an e_IR interval that excludes 0 and is narrower than 0.1), and the count."""
+    from transferscale.analysis.verdicts import count_sentence, saturation_verdicts, task_sentences
+
+    fits = res.hull[res.hull["task"].isin(data.tasks)]
+    if fits.empty:
+        return ""
+    verdicts = saturation_verdicts(fits)
+    order = {t: i for i, t in enumerate(data.tasks)}
+    verdicts = verdicts.assign(_o=verdicts["task"].map(order)).sort_values(["_o", "shots"], kind="stable")
+    over = "shots" if data.has_shots else None
+    lines = task_sentences(verdicts, over=over, label=data.shot_label)["sentence"]
+    items = "".join(f"<li>{escape(t)}</li>" for t in lines)
+    where = "the final layer's hull fit" + (" at each shot count" if data.has_shots else "")
+    return (f"<p><b>Does the study support saturation?</b> A fit supports it when {where} has no flag and its "
+            "e<sub>IR</sub> interval excludes 0 (the downstream error does not vanish with the upstream error) "
+            "and is narrower than 0.1; otherwise it cannot tell, for the reasons named (the flags below). "
+            f"{escape(count_sentence(verdicts))}.</p><ul class='verdicts'>{items}</ul>")
+
+
+def _extrapolation(data: ReportData, res: Analysis) -> str:
+    """The extrapolation check: the per-task verdicts, then each group's errors and biases, hull and all."""
+    extra, verdicts = res.extrapolation, res.extrapolation_verdicts
+    if extra is None or extra.empty:
+        return _absent("No group to check.")
+    q = f"{HOLDOUT_QUANTILE:g}"
+    head = (f"<p>Abnar et al.'s check of the hull fit: per task{' and shot count' if data.has_shots else ''}, fit "
+            f"the law on the runs below the {q} quantile of US accuracy, then predict the DS accuracy of the held-out "
+            "strongest runs that lie on the frontier (the upper hull of all runs). <b>Error</b> is the root mean "
+            "square of predicted &minus; observed over those runs, <b>bias</b> its mean: a negative bias means the "
+            "strongest runs do better than the weaker ones predicted. A law that describes the frontier should "
+            "predict them well; the hull fit should beat the fit on all points.</p>")
+    order = {t: i for i, t in enumerate(data.tasks)}
+    ranked = sorted(zip(verdicts["task"], verdicts["sentence"]), key=lambda ts: order.get(ts[0], len(order)))
+    items = "".join(f"<li>{escape(t)}</li>" for _, t in ranked)
+    cols = ["task", *(["shots"] if data.has_shots else []), "held out (on the frontier)", "error, hull",
+            "error, all points", "bias, hull", "bias, all points", "better", "note"]
+    th = "".join(f'<th class="{"l" if c in ("task", "better", "note") else ""}">{escape(c)}</th>' for c in cols)
+    hull = extra[extra["points"] == "upper_hull"].reset_index(drop=True)
+    every = extra[extra["points"] == "all"].reset_index(drop=True)
+    rows = []
+    for i in sorted(range(len(hull)), key=lambda i: (order.get(hull.at[i, "task"], len(order)), i)):
+        h, a = hull.iloc[i], every.iloc[i]
+        he, ae = h["rmse_frontier"], a["rmse_frontier"]
+        both = np.isfinite(he) and np.isfinite(ae)
+        better = ("-" if not both else "<b>hull</b>" if he < ae else "all points" if ae < he else "tie")
+        held = "-" if pd.isna(h["n_holdout"]) else (
+            f"{int(h['n_holdout'])} ({'-' if pd.isna(h['n_frontier']) else int(h['n_frontier'])})")
+        note = "; ".join(dict.fromkeys(r for r in (h["reason"], a["reason"]) if isinstance(r, str) and r))
+        cells = [f'<td class="l">{escape(str(h["task"]))}</td>',
+                 *([f"<td>{escape(data.shot_label(h['shots']))}</td>"] if data.has_shots else []),
+                 f"<td>{held}</td>", _num(he, 3), _num(ae, 3), _signed(h["bias_frontier"]),
+                 _signed(a["bias_frontier"]), f'<td class="l">{better}</td>', f'<td class="l">{escape(note)}</td>']
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    table = f'<table class="extrapolation"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (head + f"<ul class='verdicts'>{items}</ul>" + table
+            + "<p class='muted'>The same numbers come from <code>transferscale fit --extrapolation</code>, which "
+            "writes them as extrapolation.csv.</p>")
+
+
+def _signed(v) -> str:
+    return f"<td>{v:+.3f}</td>" if v is not None and np.isfinite(v) else "<td>-</td>"
 
 
 def _summary_table(t: pd.DataFrame, with_rho: bool) -> str:

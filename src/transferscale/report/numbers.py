@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 
 from transferscale.analysis import correlations, fit_saturation
+from transferscale.analysis.extrapolation import extrapolation_table, extrapolation_verdicts
 from transferscale.report.data import ReportData
 
 US_NAME = "upstream"
 BY = ["task", "shots"]
+HOLDOUT_QUANTILE = 0.9  # the extrapolation check fits below this US quantile (as `transferscale fit` does)
 
 
 @dataclass
@@ -30,6 +32,10 @@ class Analysis:
     ref_shots: int
     n_bootstrap: int
     seed: int
+    # the extrapolation check per (task, shots): fit below the 0.9 US quantile, predict the strongest runs
+    # (analysis.extrapolation), and its per-task verdicts
+    extrapolation: pd.DataFrame | None = None
+    extrapolation_verdicts: pd.DataFrame | None = None
 
     def fit(self, which: str, task, shots) -> pd.Series | None:
         table = self.hull if which == "hull" else self.all
@@ -47,9 +53,11 @@ def analyse(data: ReportData, n_bootstrap: int = 200, seed: int = 0, jobs: int |
                                     jobs=jobs if n_bootstrap else 1))
         every = _clip(fit_saturation(pts, by=BY, points="all", n_bootstrap=0, random_state=seed))
         corr = correlations(pts, task="task", model="model", shots="shots", fits=hull)
+        extra = extrapolation_table(pts, by=BY, holdout_quantile=HOLDOUT_QUANTILE, random_state=seed)
     return Analysis(hull=hull, all=every, corr=_matrices(corr, data), with_us=corr.with_us,
                     trend=corr.shots_trend, best=_best(data), ref_shots=max(data.shots),
-                    n_bootstrap=n_bootstrap, seed=seed)
+                    n_bootstrap=n_bootstrap, seed=seed, extrapolation=extra,
+                    extrapolation_verdicts=extrapolation_verdicts(extra, BY))
 
 
 def _clip(fits: pd.DataFrame) -> pd.DataFrame:
