@@ -256,21 +256,18 @@ CASES = [
 ]
 
 
-# Cases the command line must turn into a message itself (src/transferscale/cli/: an OSError around a file it
-# writes); strict, so that each flags the moment it is fixed.
-NEEDS_CLI = pytest.mark.xfail(strict=True, reason="cli: the command writes the file itself and lets an OSError "
-                              "escape; it needs `except OSError as err: _fail(TransferscaleError(write_problem(err)))`")
+# Cases the command line turns into a message itself (an OSError around a file it writes).
 CLI_CASES = [
     ("init into a missing directory", lambda s: ["init", str(s.dir.parent / "nodir" / "study.toml")],
      "No such file or directory"),
     ("fit -o into a missing directory", lambda s: ["fit", str(s.dir), "--n-bootstrap", "0", "-o",
                                                    str(s.dir.parent / "nodir" / "fits.csv")],
-     "No such file or directory"),
+     "does not exist; create it or choose another -o"),
 ]
 
 
 @pytest.mark.parametrize("make, phrase", [pytest.param(*c[1:], id=c[0]) for c in CASES]
-                         + [pytest.param(*c[1:], id=c[0], marks=NEEDS_CLI) for c in CLI_CASES])
+                         + [pytest.param(*c[1:], id=c[0]) for c in CLI_CASES])
 def test_bad_input_is_one_clear_error_and_changes_nothing(study, make, phrase):
     args = make(study)
     before = digest(study.dir)
@@ -536,8 +533,6 @@ def test_a_truncated_checkpoint_is_trained_again_to_the_same_bytes(study):
     assert before and measurements(study.dir, one_shot, (key,)) == before
 
 
-@pytest.mark.xfail(strict=True, reason="cli: `run` prints StudyResult.skipped as 'already done', which counts the "
-                   "runs left failed (StudyResult.left_failed) too; it needs to print them apart")
 def test_run_does_not_call_a_run_left_failed_already_done(study):
     study.edit("\nsteps = 10\n", "\nsteps = 10\nlr = 1e30\n")  # fine-tuning diverges: the two resnets fail
     assert cli.invoke(app, ["run", str(study.spec)]).exit_code == 0

@@ -276,3 +276,23 @@ def test_cli_extrapolation_on_a_csv_table(cli, tmp_path):
     bad = CliRunner().invoke(cli, ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "us", "--ds", "a",
                                    "--extrapolation", "--holdout-quantile", "1"])
     assert bad.exit_code == 2 and "between 0 and 1" in bad.output
+
+
+def test_cli_fits_the_quantile_frontier_and_checks_its_quantile(cli, tmp_path):
+    """--points quantile --quantile q reaches fit_saturation: the CSV equals the API's table; a bad q fails."""
+    from transferscale.analysis.saturation import fit_saturation
+
+    us, ds = simulate_frontier(0.8, 2.0, 0.1, n=80, random_state=3)
+    pd.DataFrame({"us": us, "ds": ds}).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "fits.csv"
+    args = ["fit", "--csv", str(tmp_path / "t.csv"), "--us", "us", "--ds", "ds", "--points", "quantile",
+            "--n-bootstrap", "50", "-o", str(out)]
+    res = CliRunner().invoke(cli, [*args, "--quantile", "0.8"])
+    assert res.exit_code == 0, res.output
+    want = fit_saturation(pd.DataFrame({"us_acc": us, "ds_acc": ds}), points="quantile", quantile=0.8,
+                          n_bootstrap=50, random_state=0)
+    got = pd.read_csv(out)
+    np.testing.assert_allclose(got["e_ir"], want["e_ir"], rtol=1e-9)
+    assert int(got["n_points"].iloc[0]) == int(want["n_points"].iloc[0])
+    res = CliRunner().invoke(cli, [*args, "--quantile", "1.5"])
+    assert res.exit_code == 2 and "strictly between 0 and 1" in " ".join(res.output.split())

@@ -118,7 +118,7 @@ def test_run_records_its_study_for_the_other_commands(here, monkeypatch):
                              train_seconds=0, eval_seconds=0)
             store.conn.execute("UPDATE runs SET started = 1, finished = 2")  # written long ago
             store.conn.commit()
-        return SimpleNamespace(seconds=0.0, done=["vit-s"], skipped=0, failed={})
+        return SimpleNamespace(seconds=0.0, done=["vit-s"], skipped=0, failed={}, left_failed={})
 
     monkeypatch.setattr(runner, "run_study", fake_run_study)
     _touch_store(RUNS_ROOT / "other", time.time() - 5)

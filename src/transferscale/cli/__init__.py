@@ -188,10 +188,15 @@ def run(
         raise typer.Exit(130) from None
     console.print(
         f"[bold green]done[/] in {result.seconds:.0f} s: {len(result.done)} run(s) finished, "
-        f"{result.skipped} already done, {len(result.failed)} failed."
+        f"{result.skipped - len(result.left_failed)} already done, {len(result.failed)} failed"
+        + (f", {len(result.left_failed)} failed before (`--retry-failed` runs them again)." if result.left_failed
+           else "."), highlight=False,
     )
     for name, reason in result.failed.items():
-        console.print(f"  [red]failed[/] {name}: {reason}")
+        console.print(f"  [red]failed[/] {escape(name)}: {escape(reason)}", highlight=False)
+    if result.left_failed:
+        for name, reason in result.left_failed.items():
+            console.print(f"  [red]failed before[/] {escape(name)}: {escape(reason)}", highlight=False)
     console.print(f"results: {study_dir / 'results.sqlite'}   (see `transferscale results {study_dir}`)")
 
 
@@ -212,7 +217,12 @@ def init(
         text = builtin_spec_text(study)
     except TransferscaleError as err:
         _fail(err)
-    path.write_text(text)
+    try:
+        path.write_text(text)
+    except OSError as err:
+        from transferscale.files import write_problem
+
+        _fail(TransferscaleError(write_problem(err)))
     console.print(f"wrote {path}; edit it, then `transferscale run {path}`")
 
 

@@ -22,7 +22,10 @@ def fit_command(
                                            "several (in the --join file when there is one)."),
     by: list[str] | None = typer.Option(None, "--by", help="Fit one law per value of this column; "
                                            "repeat for several."),
-    points: str = typer.Option("upper_hull", "--points", help="upper_hull (the paper's choice) or all."),
+    points: str = typer.Option("upper_hull", "--points", help="upper_hull (the paper's choice), all, or "
+                               "quantile (the curve a share --quantile of the models lie below)."),
+    quantile: float | None = typer.Option(None, "--quantile", help="With --points quantile: the share of "
+                                          "models below the fitted frontier (default 0.9)."),
     join: Path | None = typer.Option(None, "--join", help="A second CSV joined to --csv on --on "
                                         "(inner join), e.g. one timm test set per file."),
     on: list[str] | None = typer.Option(None, "--on", help="Join key column; repeat for several "
@@ -75,13 +78,17 @@ def fit_command(
             study_dir = resolve_study_dir(None, alternative=" or fit a results table with --csv FILE")
         table, by_cols, notes, default_out = load_fit_table(study_dir, csv, us, ds, by or [], join, on or [],
                                                             percent, layers=layers)
+        if not (out or default_out).parent.is_dir():  # say so before the fits, not after
+            raise TransferscaleError(f"cannot write {out or default_out}: the directory "
+                                     f"{(out or default_out).parent} does not exist; create it or choose another -o")
         if csv is not None:
             check_fittable(table, Path(csv).name, us or "us_acc")
         elif table.empty:
             raise TransferscaleError(f"the study at {study_dir} has no points to fit yet: no trained run with an "
                                      "upstream accuracy has few-shot results; let more runs finish, then fit again")
+        extra_fit = {} if quantile is None else {"quantile": quantile}
         fits = fit_saturation(table, us="us_acc", ds="ds_acc", by=by_cols, points=points,
-                              n_bootstrap=n_bootstrap, random_state=seed, jobs=jobs)
+                              n_bootstrap=n_bootstrap, random_state=seed, jobs=jobs, **extra_fit)
         extra = None
         if extrapolation:
             from transferscale.analysis.extrapolation import extrapolation_table, extrapolation_verdicts
@@ -97,15 +104,26 @@ def fit_command(
     console.print(_render(verdicts, by_cols, points))
     console.print(count_sentence(verdicts), highlight=False)
     path = out or default_out
-    verdicts.drop(columns="main_reason").to_csv(path, index=False)
+    _write_csv(verdicts.drop(columns="main_reason"), path)
     console.print(f"wrote {path}")
     if extra is not None:
         console.print(_render_extrapolation(extra, by_cols, holdout_quantile))
         for sentence in extra_verdicts["sentence"]:
             console.print(f"  {escape(sentence)}", highlight=False)
         extra_path = path.with_name("extrapolation.csv" if out is None else f"{path.stem}-extrapolation.csv")
-        extra.to_csv(extra_path, index=False)
+        _write_csv(extra, extra_path)
         console.print(f"wrote {extra_path}")
+
+
+def _write_csv(df, path: Path) -> None:
+    """Write the table, or stop with one message saying why the file cannot be written and what to do."""
+    from transferscale.files import write_problem
+
+    try:
+        df.to_csv(path, index=False)
+    except OSError as err:
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(write_problem(err))}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 def _render(fits, by_cols, points) -> Table:
