@@ -170,3 +170,26 @@ def test_one_sentence_per_task():
                                 "alpha at bound)")
     single = task_sentences(v.iloc[[3]], over=None)
     assert single.sentence[0] == "near: cannot tell: alpha at bound, wide interval"
+
+
+def test_e_ir_on_its_upper_bound_is_saturation_reached_on_zero_it_is_not():
+    """e_ir_at_bound is read by which bound e_IR rests on: the lowest observed error (a frontier already flat
+    at the strongest runs) supports saturation when the interval passes; 0 (no ceiling) cannot tell."""
+    rows = pd.DataFrame([
+        {"shots": 1, "e_ir": 0.30, "e_ir_low": 0.28, "e_ir_high": 0.31, "flags": "e_ir_at_bound"},
+        {"shots": 5, "e_ir": 0.0, "e_ir_low": 0.0, "e_ir_high": 0.02, "flags": "e_ir_at_bound"},
+        {"shots": 10, "e_ir": 0.30, "e_ir_low": 0.15, "e_ir_high": 0.31, "flags": "e_ir_at_bound;wide_interval"},
+    ]).assign(task="t", n_models=30, saturation=lambda d: 1 - d.e_ir, saturation_low=lambda d: 1 - d.e_ir_high,
+              saturation_high=lambda d: 1 - d.e_ir_low)
+    v = saturation_verdicts(rows).set_index("shots")
+    assert list(v["verdict"]) == ["supports", "cannot tell", "cannot tell"]
+    assert v.loc[1, "why"] == "reached within the data"
+    assert v.loc[5, "why"] == "e_IR at 0, interval reaches 0" and v.loc[5, "main_reason"] == "e_IR at 0"
+    assert v.loc[10, "main_reason"] == "wide interval"
+    assert v.loc[10, "why"] == "wide interval, flat at the strongest runs"
+    assert count_sentence(v.reset_index()) == (
+        "1 of 3 fits support saturation (1 reached within the data: downstream accuracy flat at the strongest "
+        "runs); 2 cannot tell: 1 e_IR at 0, 1 wide interval")
+    line = task_sentences(v.reset_index()).sentence[0]
+    assert line.startswith("t: supports saturation at 1 of 3 shot counts (1-shot: 1 − e_IR 0.700 [0.690, 0.720], "
+                           "reached within the data)")

@@ -4,7 +4,14 @@ One rule, used by `transferscale fit` (its closing count) and by the report (its
 a fit **supports saturation** when it has no flag and its e_IR interval [e_ir_low, e_ir_high] excludes 0
 (e_ir_low > 0: the downstream error does not vanish as the upstream error does) and is narrower than
 `MAX_WIDTH` (0.1, accuracy units; the width at which `SaturationFit` flags wide_interval). Any other fit
-**cannot tell**, for the reasons below in plain words. Torch-free: pandas and numpy only.
+**cannot tell**, for the reasons below in plain words.
+
+One flag is told apart by which bound e_IR rests on. At 0 the runs show no ceiling below 100%. At its upper
+bound, the lowest downstream error observed (the law needs e_IR below every point it passes through), the
+frontier is already flat at the strongest runs: downstream accuracy stopped rising before upstream accuracy
+did, and the ceiling is the best accuracy measured. That is saturation reached within the data, so a fit
+whose only flag it is, with an interval that passes the rule above, supports saturation ("reached within the
+data"). Torch-free: pandas and numpy only.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 SUPPORTS, CANNOT_TELL = "supports", "cannot tell"
+REACHED = "reached within the data"  # the `why` of a fit that supports saturation by a plateau at the top
 MAX_WIDTH = 0.1
 
 # Why a fit cannot tell, most fundamental first: a fit with several reasons is counted under the first.
@@ -24,10 +32,12 @@ REASONS = {
     "bootstrap_failed": "bootstrap failed",
     "alpha_below_one": "frontier bends the wrong way",
     "e_ir_at_bound": "e_IR at its bound",
+    "e_ir_at_zero": "e_IR at 0",
     "alpha_at_bound": "alpha at bound",
     "wide_interval": "wide interval",
     "no_interval": "no interval (no bootstrap)",
     "reaches_zero": "interval reaches 0",
+    "plateau": "flat at the strongest runs",  # last: alone it supports saturation; with others they are why not
 }
 # The longer words, for a legend: what each reason means.
 EXPLAINED = {
@@ -37,6 +47,9 @@ EXPLAINED = {
     "bootstrap_failed": "over 10% of the bootstrap resamples had fewer than 3 hull points",
     "alpha_below_one": "alpha < 1: the frontier bends the other way, which a hull cannot follow",
     "e_ir_at_bound": "e_IR rests on a bound (0, or the lowest observed DS error)",
+    "e_ir_at_zero": "e_IR rests on 0: these runs show no ceiling below 100%",
+    "plateau": "e_IR rests on the lowest DS error observed: downstream accuracy stopped rising before the "
+               "strongest runs, so the ceiling is the best accuracy measured",
     "alpha_at_bound": "alpha rests on a bound of its range",
     "wide_interval": f"the e_IR interval is wider than {MAX_WIDTH:g}",
     "no_interval": "the fit ran without a bootstrap, so it has no interval",
@@ -61,19 +74,27 @@ def saturation_verdicts(fits: pd.DataFrame, max_width: float = MAX_WIDTH) -> pd.
     out = fits.copy()
     verdicts, whys, mains = [], [], []
     n_models = out["n_models"] if "n_models" in out.columns else pd.Series(np.nan, index=out.index)
-    for flags, low, high, n in zip(out["flags"], out["e_ir_low"], out["e_ir_high"], n_models):
-        codes = _reasons(flags, low, high, max_width)
+    for flags, e_ir, low, high, n in zip(out["flags"], out["e_ir"], out["e_ir_low"], out["e_ir_high"], n_models):
+        codes = _reasons(flags, low, high, max_width, e_ir)
         if n == n and n < 3:  # a group of one or two models: say so, not what its hull lacks
             codes = ["too_few_models", *(c for c in codes if c not in ("too_few_points", "degenerate"))]
+        if codes == ["plateau"]:  # flat at the top, and the interval passes: saturation within the data
+            verdicts.append(SUPPORTS)
+            whys.append(REACHED)
+            mains.append("")
+            continue
         verdicts.append(CANNOT_TELL if codes else SUPPORTS)
         whys.append(", ".join(reason_words(c) for c in codes))
         mains.append(reason_words(codes[0]) if codes else "")
     return out.assign(verdict=verdicts, why=whys, main_reason=mains)
 
 
-def _reasons(flags, low, high, max_width: float) -> list[str]:
-    """The reason codes of one fit, in `REASONS`' order (unknown flags after the known ones)."""
+def _reasons(flags, low, high, max_width: float, e_ir: float = float("nan")) -> list[str]:
+    """The reason codes of one fit, in `REASONS`' order (unknown flags after the known ones); e_ir_at_bound
+    becomes e_ir_at_zero or plateau when e_ir says which bound."""
     present = [f for f in str(flags).split(";") if f] if isinstance(flags, str) else []
+    if "e_ir_at_bound" in present and np.isfinite(float(e_ir)):
+        present[present.index("e_ir_at_bound")] = "plateau" if float(e_ir) > 1e-6 else "e_ir_at_zero"
     low, high = float(low), float(high)
     if not (np.isfinite(low) and np.isfinite(high)):
         if "degenerate" not in present and "too_few_points" not in present:
@@ -93,6 +114,9 @@ def count_sentence(verdicts: pd.DataFrame) -> str:
     n = len(verdicts)
     k = int((verdicts["verdict"] == SUPPORTS).sum())
     head = f"{k} of {n} fit{'' if n == 1 else 's'} support{'s' if n == 1 else ''} saturation"
+    reached = int(((verdicts["verdict"] == SUPPORTS) & (verdicts["why"] == REACHED)).sum())
+    if reached:
+        head += f" ({reached} reached within the data: downstream accuracy flat at the strongest runs)"
     if k == n:
         return head
     rest = verdicts.loc[verdicts["verdict"] != SUPPORTS, "main_reason"]
@@ -135,13 +159,16 @@ def task_sentences(verdicts: pd.DataFrame, task: str = "task", over: str | None 
 
 
 def _saturation(r) -> str:
-    return f"1 − e_IR {r['saturation']:.3f} [{r['saturation_low']:.3f}, {r['saturation_high']:.3f}]"
+    reached = ", reached within the data" if r.get("why") == REACHED else ""
+    return f"1 − e_IR {r['saturation']:.3f} [{r['saturation_low']:.3f}, {r['saturation_high']:.3f}]{reached}"
 
 
 def _range(ok: pd.DataFrame) -> str:
     if len(ok) == 1:
         return _saturation(ok.iloc[0])
-    return f"1 − e_IR from {ok['saturation'].min():.3f} to {ok['saturation'].max():.3f}"
+    reached = int((ok["why"] == REACHED).sum()) if "why" in ok.columns else 0
+    tail = f", {reached} of them reached within the data" if reached else ""
+    return f"1 − e_IR from {ok['saturation'].min():.3f} to {ok['saturation'].max():.3f}{tail}"
 
 
 def _by_reason(bad: pd.DataFrame, over: str, label) -> str:
