@@ -101,7 +101,8 @@ def _summary(data: ReportData, res: Analysis) -> str:
     flags = ("<p class='muted'>Flags: <b>too_few_points</b> fewer than 5 hull points; <b>e_ir_at_bound</b>, "
              "<b>alpha_at_bound</b> a parameter rests on its bound (e<sub>IR</sub> on its upper bound, the lowest "
              "error observed, means the frontier is already flat at the strongest runs: saturation reached within "
-             "the data, which the summary counts as support when nothing else is flagged); <b>wide_interval</b> the e<sub>IR</sub> interval "
+             "the data, which the summary counts as support when nothing else is flagged); "
+             "<b>wide_interval</b> the e<sub>IR</sub> interval "
              "is wider than 0.1; <b>alpha_below_one</b> the frontier bends the other way, which a hull cannot "
              "follow; <b>bootstrap_failed</b> over 10% of resamples had fewer than 3 hull points. A flagged fit "
              "is a weak statement: add models (sizes, budgets) to fill the frontier.</p>")
