@@ -242,6 +242,31 @@ def status(study_dir: StudyDir = None) -> None:
 
 
 @app.command()
+def gc(
+    study_dir: StudyDir = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")
+                       ] = False,
+) -> None:
+    """Delete the feature-cache files the study's spec no longer reads (runs, tasks or layers it dropped,
+    retrained checkpoints). Results and checkpoints are left alone; a file removed costs one forward pass."""
+    from transferscale.gc import collect_garbage
+
+    try:
+        study = _resolve_dir(study_dir)
+        out = collect_garbage(study, dry_run=dry_run)
+    except TransferscaleError as err:
+        _fail(err)
+    except OSError as err:
+        from transferscale.files import write_problem
+
+        _fail(TransferscaleError(write_problem(err)))
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"feature cache of {study}: kept {len(out.kept)} files ({out.kept_bytes / 2**20:.1f} MiB), "
+                  f"{verb} {len(out.removed)} ({out.removed_bytes / 2**20:.1f} MiB) the spec no longer reads",
+                  highlight=False)
+
+
+@app.command()
 def results(
     study_dir: StudyDir = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table | csv | parquet")] = "table",

@@ -94,14 +94,33 @@ class JobContext:
                 self._ids[run.key] = f"{run.kind}:{run.key}"
         return self._ids[run.key]
 
+    def stored_identity(self, run: Run) -> str | None:
+        """`identity` without a model in hand: None for a trained run whose checkpoint is not written yet."""
+        from transferscale.features import checkpoint_identity
+
+        if run.kind == "trained":
+            path = self.checkpoint_path(run)
+            return checkpoint_identity(path) if path.is_file() else None
+        if "source" in run.config:
+            from transferscale.models.source import make_source
+
+            return make_source(run.config["source"], run.config["options"]).identity()
+        return f"{run.kind}:{run.key}"
+
+    @staticmethod
+    def feature_cache_key(identity: str, task: Task, split: str, layers: str = "all") -> dict:
+        """The feature cache's key of one (model, task, split) at `layers` ("all" or "final")."""
+        from transferscale.features import feature_key
+
+        key = feature_key(identity, task.name, task.options, split)
+        return {**key, "layers": "final"} if layers == "final" else key  # "final" has a key of its own
+
     def features(self, run: Run, backbone, task: Task, split: str, x, layers: str = "all") -> dict:
         """Every layer's features of one split (`layers="final"`: the final representation only, {-1: ...}),
         from the study's feature cache or one forward pass. The cache keeps only what was asked for, so a
         study probing some runs at the final layer stores no more than that for them."""
-        from transferscale.features import FeatureCache, feature_key
+        from transferscale.features import FeatureCache
 
-        key = feature_key(self.identity(run, backbone), task.name, task.options, split)
-        if layers == "final":
-            key = {**key, "layers": "final"}  # a key of its own: the all-layer entry, when present, is left alone
-            return FeatureCache(self.dir / "features").get_or_compute(key, lambda: {-1: backbone.layers(x)[-1]})
-        return FeatureCache(self.dir / "features").get_or_compute(key, lambda: backbone.layers(x))
+        key = self.feature_cache_key(self.identity(run, backbone), task, split, layers)
+        compute = (lambda: {-1: backbone.layers(x)[-1]}) if layers == "final" else (lambda: backbone.layers(x))
+        return FeatureCache(self.dir / "features").get_or_compute(key, compute)

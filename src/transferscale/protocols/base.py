@@ -61,6 +61,11 @@ class Protocol:
         """The tasks `run` owes this protocol (by default every task of the run's modality)."""
         return plan.tasks_of(run)
 
+    def feature_layers(self, run: Run) -> str | None:
+        """Which cached features `measure` reads for `run` through `ctx.features`: "all", "final", or None
+        (none). `transferscale gc` keeps exactly these; the default keeps every layer."""
+        return "all"
+
     def cost(self, run: Run, task: Task) -> int:
         """Work in training-step equivalents, for the progress bar's time estimate."""
         return 20

@@ -82,6 +82,9 @@ class FewShot(Protocol):
             del options["snapshot_layers"]
         return options
 
+    def feature_layers(self, run) -> str:
+        return self.layers_for(run)
+
     def layers_for(self, run) -> str:
         """"all" or "final": the layers probed on `run`."""
         from transferscale.plan import is_snapshot
