@@ -126,7 +126,9 @@ def _saturation_words(data: ReportData, res: Analysis) -> str:
     where = "the final layer's hull fit" + (" at each shot count" if data.has_shots else "")
     return (f"<p><b>Does the study support saturation?</b> A fit supports it when {where} has no flag and its "
             "e<sub>IR</sub> interval excludes 0 (the downstream error does not vanish with the upstream error) "
-            "and is narrower than 0.1; otherwise it cannot tell, for the reasons named (the flags below). "
+            "and is narrower than 0.1, or when its only flag is e<sub>IR</sub> resting on the lowest error "
+            "observed (the frontier is already flat at the strongest runs: saturation reached within the data); "
+            "otherwise it cannot tell, for the reasons named (the flags below). "
             f"{escape(count_sentence(verdicts))}.</p><ul class='verdicts'>{items}</ul>")
 
 
