@@ -5,6 +5,8 @@ Tables
   runs          one row per run key: name, kind, family, size, config (JSON), status, error, timings, versions
   evaluations   one row per finished evaluation key: run, task, protocol; a changed probe re-runs only what changed
   measurements  (run, metric, task, shots, seed, layer, l2) -> value, and the layer's relative depth in (0, 1]
+  costs         one row per architecture key (models/cost.py): parameters, forward FLOPs per example, training
+                and inference throughput measured on a named machine (`transferscale cost` fills it)
 
 Everything a run produces is written in one transaction, so a study killed at any moment holds either all
 of a run's results or none of them. Columns that do not apply are stored as -1 (SQLite treats NULLs in a
@@ -57,7 +59,26 @@ CREATE TABLE IF NOT EXISTS measurements (
 );
 -- the readers ask for one metric, the final layer or every other, one shot count: this finds those rows
 CREATE INDEX IF NOT EXISTS measurements_by_metric ON measurements (metric, layer, shots);
+-- what each architecture costs (models/cost.py); added after the others: CREATE creates it in older stores
+CREATE TABLE IF NOT EXISTS costs (
+    arch TEXT PRIMARY KEY, label TEXT NOT NULL, family TEXT, architecture TEXT NOT NULL, params INTEGER NOT NULL,
+    flops REAL NOT NULL, train_throughput REAL, train_throughput_median REAL, infer_throughput REAL,
+    infer_throughput_median REAL, batch_size INTEGER NOT NULL, threads INTEGER NOT NULL, repeats INTEGER,
+    warmup INTEGER, torch TEXT, machine TEXT, measured REAL NOT NULL, seconds REAL
+);
 """
+# The costs table's columns (`Store.write_costs`, `Store.costs`): arch (models.cost.architecture_key), label
+# (a readable name), family, architecture (JSON: family, shape, input size, channels, classes; or the source),
+# params, flops (forward, per example), train_throughput / infer_throughput (examples/s, best of `repeats`
+# after `warmup` steps; NULL where the study trains nothing) and their medians, batch_size, threads, the torch
+# version, the machine, when it was measured (Unix time) and how long measuring took (s).
+COST_COLUMNS = ("arch", "label", "family", "architecture", "params", "flops", "train_throughput",
+                "train_throughput_median", "infer_throughput", "infer_throughput_median", "batch_size", "threads",
+                "repeats", "warmup", "torch", "machine", "measured", "seconds")
+
+_COST_FLOATS = ("flops", "train_throughput", "train_throughput_median", "infer_throughput",
+                "infer_throughput_median", "measured", "seconds")
+_COST_INTS = ("params", "batch_size", "threads", "repeats", "warmup")
 
 
 @dataclass(frozen=True)
@@ -192,7 +213,11 @@ class Store:
         return None
 
     def _migrate(self) -> None:
-        """Bring a store written by an older version up to this schema, in place."""
+        """Bring a store written by an older version up to this schema, in place.
+
+        Tables added since (costs) need no step here: `_SCHEMA` creates what is missing (CREATE TABLE IF NOT
+        EXISTS) each time a writer opens the store. Readers never migrate; they read a missing table as empty.
+        """
         if "attempted" not in self._columns("runs"):  # a store written before failures recorded their evaluations
             with self.conn:
                 self.conn.execute("ALTER TABLE runs ADD COLUMN attempted TEXT")
@@ -309,6 +334,28 @@ class Store:
                WHERE key=?""",
             (now, c.params, c.train_seconds, c.eval_seconds, key),
         )
+
+    # ---- costs ----------------------------------------------------------------------------------------
+    def write_costs(self, rows: Iterable[dict]) -> None:
+        """Write cost rows (dicts keyed by COST_COLUMNS; a missing optional one is NULL), replacing any earlier
+        row of the same architecture, all in one transaction."""
+        cols = ", ".join(COST_COLUMNS)
+        marks = ", ".join("?" * len(COST_COLUMNS))
+        with self.conn:
+            self.conn.executemany(f"INSERT OR REPLACE INTO costs ({cols}) VALUES ({marks})",
+                                  [tuple(row.get(c) for c in COST_COLUMNS) for row in rows])
+
+    def costs(self) -> pd.DataFrame:
+        """The costs table, one row per architecture (COST_COLUMNS), by family then parameters; empty (with
+        those columns) for a store written before it existed. Throughputs not measured read as NaN."""
+        import pandas as pd
+
+        if "costs" not in self._tables():  # an older store, opened to read
+            return pd.DataFrame({c: pd.Series(dtype="float64" if c in _COST_FLOATS else "int64" if c in _COST_INTS
+                                              else "object") for c in COST_COLUMNS})
+        df = pd.read_sql_query(f"SELECT {', '.join(COST_COLUMNS)} FROM costs ORDER BY family, params, label, arch",
+                               self.conn)
+        return df.astype({c: "float64" for c in _COST_FLOATS})
 
     # ---- reading --------------------------------------------------------------------------------------
     def runs_frame(self) -> pd.DataFrame:

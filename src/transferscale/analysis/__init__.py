@@ -2,6 +2,7 @@
 from transferscale.analysis.correlations import Correlations, correlations, shots_trend
 from transferscale.analysis.extrapolation import extrapolation_table, extrapolation_verdicts
 from transferscale.analysis.hull import upper_hull
+from transferscale.analysis.pareto import attach_costs, pareto_frontier
 from transferscale.analysis.saturation import SaturationFit, extrapolation_error, fit_saturation
 from transferscale.analysis.synthetic import simulate_frontier
 from transferscale.analysis.tables import (
@@ -17,5 +18,6 @@ from transferscale.analysis.verdicts import count_sentence, saturation_verdicts,
 __all__ = ["Correlations", "FitTable", "SaturationFit", "correlations", "extrapolation_error", "finetune_points",
            "fit_saturation", "load_fit_table", "read_csv_table", "relative_depth", "shots_trend",
            "simulate_frontier", "study_points", "upper_hull"]
+__all__ += ["attach_costs", "pareto_frontier"]
 __all__ += ["count_sentence", "extrapolation_table", "extrapolation_verdicts", "saturation_verdicts",
             "task_sentences"]

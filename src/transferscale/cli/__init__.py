@@ -20,6 +20,7 @@ import typer  # noqa: E402
 from rich.console import Console
 from rich.markup import escape  # noqa: E402
 
+from transferscale.cli.cost import cost_command  # noqa: E402
 from transferscale.cli.fit import fit_command  # noqa: E402
 from transferscale.cli.probe import probe_command  # noqa: E402
 from transferscale.cli.report import report_command  # noqa: E402
@@ -312,4 +313,5 @@ def results(
 app.command("probe")(probe_command)
 app.command("fit")(fit_command)
 app.command("report")(report_command)
+app.command("cost")(cost_command)
 
