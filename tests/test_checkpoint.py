@@ -78,3 +78,20 @@ def test_slow_steps_are_checkpointed_by_time_and_resume_to_the_same_weights(tmp_
     assert resumed.resumed_from == 3
     for name, value in reference.items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_a_temporary_file_left_by_a_killed_write_is_swept_by_the_next_write(tmp_path):
+    import os
+    import time
+
+    from transferscale.pretrain import STALE_TMP_SECONDS
+
+    path = tmp_path / "run.pt"
+    old = tmp_path / ".run.pt.abc123.tmp"  # what a kill -9 during torch.save's write leaves
+    fresh = tmp_path / ".run.pt.def456.tmp"  # a write in progress in another process: left alone
+    for tmp in (old, fresh):
+        tmp.write_bytes(b"partial")
+    long_ago = time.time() - STALE_TMP_SECONDS - 5
+    os.utime(old, (long_ago, long_ago))
+    save_checkpoint(path, {"step": 1})
+    assert not old.exists() and fresh.exists() and load_checkpoint(path)["step"] == 1

@@ -82,6 +82,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise with_path(err, path.parent) from None
+    _sweep_temporaries(path, sidecar)
     data_tmp = temp_beside(path, lambda fh: fh.write(data))
     try:
         sidecar_tmp = temp_beside(sidecar, lambda fh: fh.write(hashlib.sha256(data).hexdigest().encode()))
@@ -94,6 +95,22 @@ def save_checkpoint(path: Path, state: dict) -> None:
         data_tmp.unlink(missing_ok=True)
         raise
     replace(data_tmp, path)  # a crash between the renames leaves a mismatch, which reads as "no checkpoint"
+
+
+STALE_TMP_SECONDS = 600.0  # a checkpoint's temporary file this old was left by a process killed mid-write
+
+
+def _sweep_temporaries(*paths: Path) -> None:
+    """Remove temporary files of these checkpoint paths left by a process killed while writing them (only
+    those older than STALE_TMP_SECONDS, so a write in progress elsewhere is never touched)."""
+    now = time.time()
+    for path in paths:
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            try:
+                if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                    tmp.unlink()
+            except FileNotFoundError:  # another process swept it first
+                pass
 
 
 def load_checkpoint(path: Path) -> dict | None:
