@@ -24,6 +24,25 @@ the running statistics move towards the downstream data (momentum 0.1, PyTorch's
 they are 96% downstream); eval mode for the test accuracy, which uses those running statistics, as the
 upstream evaluation does. ViT and MLP-Mixer use
 LayerNorm and are unaffected.
+
+Early stopping (`validation=(x_val, y_val)`), which the data-size axis of protocols/finetune.py and the
+scratch protocol use: the schedule (warmup and cosine over all `steps`) is unchanged; every
+e = ceil(steps / evaluations) steps, and after the last, the model's accuracy on the validation split is
+measured (eval mode, as the test accuracy); a checkpoint replaces the best so far only when its accuracy is
+strictly higher (on a tie the earlier, shorter-trained one stays); training stops once `patience`
+evaluations in a row have not improved on the best, and the test accuracy is that of the best checkpoint.
+The steps run in chunks of e through the same `sgd_steps`, each step seeded by (seed, step) as before, so a
+run that never stops early computes the same weights as one without validation.
+
+The budget rule for a training set of n examples (`budget_steps`): steps(n) = clip(ceil(epochs * n / B),
+min_steps, max_steps) with B the batch size, so the number of passes over the data, not the number of
+updates, is what stays fixed as the data grows; `min_steps` keeps a tiny set from getting a handful of
+updates (its warmup would be under one step), `max_steps` bounds the cost of a large one.
+
+The data-size axis (`validation_split`, `nested_subset`): a validation split is carved from each class's
+training pool first (the same for every size, as a fixed dev set), then each size takes the first
+fraction (or the first k) of every class under one seeded shuffle of the rest, so a smaller set is a subset of
+every larger one (nested) and each class keeps its share (stratified).
 """
 from __future__ import annotations
 
@@ -65,10 +84,60 @@ DIVERGED = 1000.0
 
 @dataclass
 class FinetuneResult:
-    accuracy: float  # test top-1 of the fine-tuned model, BatchNorm in eval mode
-    final_loss: float  # training loss of the last step; nan when steps == 0
-    steps: int
+    accuracy: float  # test top-1 of the fine-tuned model (the best checkpoint under early stopping), eval mode
+    final_loss: float  # training loss of the last step trained; nan when steps == 0
+    steps: int  # steps trained (fewer than asked when early stopping ended the run)
     seconds: float  # wall time of training and test evaluation
+    best_step: int | None = None  # the step of the checkpoint kept (early stopping); None without validation
+    val_accuracy: float | None = None  # its validation accuracy
+
+
+def budget_steps(n: int, *, batch_size: int, epochs: float, min_steps: int, max_steps: int) -> int:
+    """steps(n) = clip(ceil(epochs * n / batch_size), min_steps, max_steps): `epochs` passes over n examples."""
+    if n < 1 or batch_size < 1 or epochs <= 0 or not 1 <= min_steps <= max_steps:
+        raise TransferscaleError(f"the budget rule needs n >= 1, batch_size >= 1, epochs > 0 and 1 <= min_steps <= "
+                                 f"max_steps; got n={n}, batch_size={batch_size}, epochs={epochs}, "
+                                 f"min_steps={min_steps}, max_steps={max_steps}")
+    # round first: epochs * n / batch_size in floating point can land a hair above an integer
+    return int(min(max_steps, max(min_steps, math.ceil(round(epochs * n / batch_size, 9)))))
+
+
+def _class_order(y: np.ndarray, c: int, seed: int, salt: int) -> np.ndarray:
+    """Class c's indices into y under the shuffle seeded by (seed, c, salt)."""
+    return np.random.default_rng([seed, int(c), salt]).permutation(np.flatnonzero(y == c))
+
+
+def validation_split(y: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, val): indices into y, sorted. Each class gives max(1, round(val_fraction * count)) examples to
+    val, never all of them (at least one stays in the pool); val_fraction = 0 gives an empty val."""
+    if not 0 <= val_fraction < 1:
+        raise TransferscaleError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+    if val_fraction == 0:
+        return np.arange(len(y)), np.empty(0, dtype=np.int64)
+    val = []
+    for c in np.unique(y):
+        order = _class_order(y, c, seed, 11)  # its own salt: apart from the subsets' shuffle
+        take = min(len(order) - 1, max(1, round(val_fraction * len(order))))
+        val.append(order[:take])
+    val_idx = np.sort(np.concatenate(val))
+    return np.setdiff1d(np.arange(len(y)), val_idx), val_idx
+
+
+def nested_subset(y: np.ndarray, seed: int, *, fraction: float | None = None,
+                  per_class: int | None = None) -> np.ndarray:
+    """Indices into y, sorted: the first max(1, round(fraction * count)) of each class, or its first
+    min(per_class, count), under the shuffle `pretrain.subset_indices` uses; nested across sizes."""
+    from transferscale.pretrain import subset_indices
+
+    if (fraction is None) == (per_class is None):
+        raise TransferscaleError("nested_subset takes one of fraction or per_class")
+    if fraction is not None:
+        if not 0 < fraction <= 1:
+            raise TransferscaleError(f"a data fraction must lie in (0, 1], got {fraction}")
+        return subset_indices(y, fraction, seed)
+    if per_class < 1:
+        raise TransferscaleError(f"per_class must be >= 1, got {per_class}")
+    return np.sort(np.concatenate([_class_order(y, c, seed, 7)[:per_class] for c in np.unique(y)]))
 
 
 def clipped_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor], clip_norm: float | None) -> float:
@@ -119,45 +188,93 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
              max_shift: int = DEFAULT.max_shift, momentum: float = DEFAULT.momentum,
              clip_norm: float | None = DEFAULT.clip_norm, seed: int = DEFAULT.seed,
              on_step: Callable[[int, int, float], None] | None = None,
-             preprocess: Callable[[np.ndarray], torch.Tensor] = to_tensor) -> FinetuneResult:
+             preprocess: Callable[[np.ndarray], torch.Tensor] = to_tensor,
+             validation: tuple[np.ndarray, np.ndarray] | None = None, patience: int = 5,
+             evaluations: int = 10) -> FinetuneResult:
     """Fine-tune a copy of `model` on (x_train, y_train) and report its test accuracy.
 
     `preprocess` maps a batch of the dataset's raw images (uint8 (N, H, W[, C])) to the model's input (by
     default the grid models' `to_tensor`). The caller's model is left as it was. Raises `RunFailed` when the
     loss or the weights stop being finite, or the loss grows to `DIVERGED` times its first value, log(num_classes).
+    `validation` (images, labels) turns on early stopping (module docstring): a check every
+    ceil(steps / evaluations) steps, a stop after `patience` checks in a row without a new best; the best
+    checkpoint is tested.
     """
     _check_inputs(x_train, y_train, x_test, y_test, num_classes, steps, batch_size)
+    if validation is not None and (len(validation[0]) == 0 or len(validation[0]) != len(validation[1])
+                                   or patience < 1 or evaluations < 1):
+        raise TransferscaleError(f"early stopping needs a non-empty validation split with one label per image, "
+                                 f"patience >= 1 and evaluations >= 1; got {len(validation[0])} images / "
+                                 f"{len(validation[1])} labels, patience={patience}, evaluations={evaluations}")
     start = time.perf_counter()
     # A private global RNG: any dropout is seeded too, and the caller's random state is left alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = with_zero_head(model, num_classes)
-        loss_value = _train(net, preprocess(x_train), torch.from_numpy(y_train.astype(np.int64)),
-                            num_classes=num_classes, steps=steps, lr=lr, batch_size=batch_size,
-                            warmup_fraction=warmup_fraction, max_shift=max_shift, momentum=momentum,
-                            clip_norm=clip_norm, seed=seed, on_step=on_step)
+        train = dict(num_classes=num_classes, steps=steps, lr=lr, batch_size=batch_size,
+                     warmup_fraction=warmup_fraction, max_shift=max_shift, momentum=momentum,
+                     clip_norm=clip_norm, seed=seed, on_step=on_step)
+        x_all, y_all = preprocess(x_train), torch.from_numpy(y_train.astype(np.int64))
+        if validation is None:
+            loss_value, done, best = _train(net, x_all, y_all, **train), steps, None
+        else:
+            loss_value, done, best = _train_early_stopped(net, x_all, y_all, preprocess, validation, patience,
+                                                          evaluations, **train)
         acc = _accuracy(net, preprocess, x_test, y_test)
-    return FinetuneResult(accuracy=acc, final_loss=loss_value, steps=steps, seconds=time.perf_counter() - start)
+    return FinetuneResult(accuracy=acc, final_loss=loss_value, steps=done, seconds=time.perf_counter() - start,
+                          best_step=None if best is None else best[0], val_accuracy=None if best is None else best[1])
 
 
 def _train(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, num_classes: int, steps: int,
            lr: float, batch_size: int, warmup_fraction: float, max_shift: int, momentum: float, clip_norm: float | None,
-           seed: int, on_step: Callable[[int, int, float], None] | None) -> float:
+           seed: int, on_step: Callable[[int, int, float], None] | None, start: int = 0, stop: int | None = None,
+           opt: torch.optim.Optimizer | None = None) -> float:
+    """Steps `start` to `stop` (default: all) of the `steps`-step schedule; `opt` carries momentum between calls."""
     params = list(net.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=0.0)
+    if opt is None:
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=0.0)
 
     def check_loss(loss: float, step: int) -> None:
         if not math.isfinite(loss) or loss > DIVERGED * math.log(num_classes):
             raise RunFailed(f"fine-tuning loss diverged to {loss:.4g} at step {step} of {steps} with lr={lr}; "
                             "lower the fine-tuning learning rate")
 
-    loss_value = sgd_steps(net, opt, x_all, y_all, steps=steps, seed=seed, batch_size=batch_size,
-                           max_shift=max_shift, lr=lr, warmup_fraction=warmup_fraction, check_loss=check_loss,
-                           update=lambda: clipped_step(opt, params, clip_norm), on_step=on_step)
+    report = None if on_step is None else (lambda step, _end, loss: on_step(step, steps, loss))
+    loss_value = sgd_steps(net, opt, x_all, y_all, steps=steps, start=start, stop=stop, seed=seed,
+                           batch_size=batch_size, max_shift=max_shift, lr=lr, warmup_fraction=warmup_fraction,
+                           check_loss=check_loss, update=lambda: clipped_step(opt, params, clip_norm),
+                           on_step=report)
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise RunFailed(f"fine-tuning weights became non-finite in the last step with lr={lr}; "
                         "lower the fine-tuning learning rate")
     return loss_value
+
+
+def _train_early_stopped(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, preprocess,
+                         validation: tuple[np.ndarray, np.ndarray], patience: int, evaluations: int,
+                         **train) -> tuple[float, int, tuple[int, float]]:
+    """Train in chunks of ceil(steps / evaluations) steps, validating after each; leave `net` at the best
+    checkpoint. Returns the last loss, the steps trained and (best step, its validation accuracy)."""
+    steps = train["steps"]
+    every = max(1, math.ceil(steps / evaluations))
+    opt = torch.optim.SGD(net.parameters(), lr=train["lr"], momentum=train["momentum"], weight_decay=0.0)
+    best_step, best_acc, best_state = 0, -1.0, None
+    done, stale, loss_value = 0, 0, float("nan")
+    while done < steps and stale < patience:
+        stop = min(steps, done + every)
+        loss_value = _train(net, x_all, y_all, start=done, stop=stop, opt=opt, **train)
+        done = stop
+        acc = _accuracy(net, preprocess, *validation)
+        if acc > best_acc:
+            best_step, best_acc, stale = done, acc, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+    if best_state is None:  # steps == 0: the zero-head model is the only checkpoint
+        best_acc = _accuracy(net, preprocess, *validation)
+    else:
+        net.load_state_dict(best_state)
+    return loss_value, done, (best_step, best_acc)
 
 
 @torch.no_grad()

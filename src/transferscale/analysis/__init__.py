@@ -1,6 +1,7 @@
 """Torch-free analysis of any results table: saturation fits, correlations, and the tables they read."""
 from transferscale.analysis.correlations import Correlations, correlations, shots_trend
 from transferscale.analysis.extrapolation import extrapolation_table, extrapolation_verdicts
+from transferscale.analysis.gap import GapFit, crossing_size, effective_data, gap_points
 from transferscale.analysis.hull import upper_hull
 from transferscale.analysis.pareto import attach_costs, pareto_frontier
 from transferscale.analysis.saturation import SaturationFit, extrapolation_error, fit_saturation
@@ -21,3 +22,4 @@ __all__ = ["Correlations", "FitTable", "SaturationFit", "correlations", "extrapo
 __all__ += ["attach_costs", "pareto_frontier"]
 __all__ += ["count_sentence", "extrapolation_table", "extrapolation_verdicts", "saturation_verdicts",
             "task_sentences"]
+__all__ += ["GapFit", "crossing_size", "effective_data", "gap_points"]

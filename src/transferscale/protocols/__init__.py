@@ -1,4 +1,5 @@
-"""Evaluation protocols, found by name: few-shot linear probes and fine-tuning (see base.py for the interface).
+"""Evaluation protocols, found by name: few-shot linear probes, fine-tuning, training from scratch (see base.py
+for the interface).
 
 Importing this package imports no torch: protocol modules load what they compute with inside `measure`.
 """
@@ -6,6 +7,7 @@ from transferscale.protocols.base import PROTOCOLS, Protocol
 
 PROTOCOLS.register_lazy("fewshot", "transferscale.protocols.fewshot:FewShot")
 PROTOCOLS.register_lazy("finetune", "transferscale.protocols.finetune:Finetune")
+PROTOCOLS.register_lazy("scratch", "transferscale.protocols.scratch:Scratch")
 
 
 def protocol_sections() -> dict[str, str]:
