@@ -79,6 +79,20 @@ def test_finetune_points_join_us_and_the_largest_shot_final_layer_probe():
     assert rnd.kind == "baseline" and rnd.run_kind == "random_init" and rnd.ft_acc == 0.6 and rnd.fewshot_acc == 0.3
 
 
+def test_finetune_points_compare_at_the_largest_data_size():
+    """With a data-size axis ([finetune] fractions: `shots` = training examples), fine-tuned accuracy is taken
+    at the largest size, not averaged over sizes."""
+    base = _with_finetune()
+    sized = [dict(run="r1", name="vit-r1", kind="trained", family="vit", metric="finetune_accuracy", task="digits",
+                  shots=n, seed=s, layer=np.nan, value=v) for n, s, v in ((30, 0, 0.2), (30, 1, 0.3), (300, 0, 0.7),
+                                                                         (300, 1, 0.9))]
+    table = pd.concat([base[~((base.run == "r1") & (base.metric == "finetune_accuracy"))], pd.DataFrame(sized)],
+                      ignore_index=True)
+    r1 = finetune_points(table).set_index("run").loc["r1"]
+    assert r1.ft_acc == pytest.approx(0.8) and r1.n_seeds == 2
+    assert finetune_points(_with_finetune()).set_index("run").loc["r2"].ft_acc == pytest.approx(0.91)  # no sizes
+
+
 def test_finetune_points_empty_without_fine_tuning_rows():
     ft = finetune_points(results_frame())
     assert ft.empty and {"run", "task", "ft_acc", "us_acc", "fewshot_acc"} <= set(ft.columns)

@@ -386,7 +386,8 @@ def finetune_points(results: pd.DataFrame, top_shots: dict | None = None) -> pd.
     """One row per (run, task) that was fine-tuned: its fine-tuned accuracy beside its US and few-shot accuracy.
 
     `results` is the store's tidy table (transferscale.store.read_results). For run r and task t:
-      ft_acc        = mean over seeds of r's finetune_accuracy on t (n_seeds: how many seeds);
+      ft_acc        = mean over seeds of r's finetune_accuracy on t (n_seeds: how many seeds), at the
+                      largest downstream data size fine-tuned on when the rows have a size axis;
       us_acc        = mean of r's upstream_accuracy rows (NaN for a run without one, e.g. raw pixels);
       fewshot_acc   = mean over seeds of r's fewshot_accuracy on t at the final representation (layer -1)
                       and fewshot_shots, the largest shot count task t has in the results (NaN where r
@@ -408,6 +409,9 @@ def finetune_points(results: pd.DataFrame, top_shots: dict | None = None) -> pd.
     ft = res[res["metric"] == "finetune_accuracy"]
     if ft.empty:
         return pd.DataFrame(columns=FINETUNE_COLUMNS)
+    # with a data-size axis (`shots` = the number of training examples) compare at the largest size only
+    n = pd.to_numeric(ft["shots"], errors="coerce").fillna(0)
+    ft = ft[n == n.groupby([ft["run"], ft["task"]]).transform("max")]
     runs = res.drop_duplicates("run").set_index("run")[["name", "kind", "run_kind", "family", "size"]]
     out = ft.groupby(["run", "task"], as_index=False, sort=False).agg(
         ft_acc=("value", "mean"), n_seeds=("seed", lambda s: max(int(s.nunique()), 1)))
