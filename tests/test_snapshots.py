@@ -139,27 +139,8 @@ def test_snapshot_rows_do_not_depend_on_whether_the_full_run_kept_them(tiny_spec
 
 
 def test_a_group_can_give_its_own_budgets_and_snapshots_can_probe_the_final_layer_only():
-    spec = parse_spec("""
-name = "x"
-[upstream]
-dataset = "fractals"
-[[models]]
-family = "resnet"
-sizes = ["s"]
-budgets = [{ data_fraction = 0.5, steps = 40, snapshots = [0.5] }]
-[[models]]
-family = "vit"
-sizes = ["s"]
-[training]
-budgets = [{ data_fraction = 1.0, steps = 100 }]
-[downstream]
-tasks = ["fractals_heldout"]
-[probe]
-snapshot_layers = "final"
-[baselines]
-random_init = false
-pixels = false
-""")
+    text = spec_text_without_snapshot_layers().replace("steps = 40 }", "steps = 40, snapshots = [0.5] }")
+    spec = parse_spec(text + '[probe]\nsnapshot_layers = "final"\n[baselines]\nrandom_init = false\npixels = false\n')
     plan = make_plan(spec)
     assert [r.name for r in plan.runs] == ["resnet-s-d0.5-s40", "resnet-s-d0.5-s20of40", "vit-s-d1-s100"]
     probe = plan.protocols["fewshot"]
