@@ -72,12 +72,18 @@ class JobContext:
     def checkpoint_path(self, run: Run) -> Path:
         """checkpoints/KEY.pt; a snapshot's is its full run's key and step, checkpoints/FULLKEY@STEP.pt, where
         the full run saves it as it passes."""
-        from transferscale.plan import config_key, is_snapshot, trajectory_config
+        from transferscale.plan import is_snapshot
 
         if is_snapshot(run):
-            full = config_key(trajectory_config(run.config))
-            return self.dir / "checkpoints" / f"{full}@{run.config['training']['steps']}.pt"
+            full = self.full_run_checkpoint_path(run)
+            return full.with_name(f"{full.stem}@{run.config['training']['steps']}.pt")
         return self.dir / "checkpoints" / f"{run.key}.pt"
+
+    def full_run_checkpoint_path(self, run: Run) -> Path:
+        """The rolling checkpoint of the full run a snapshot is taken from (a full run's own for a full run)."""
+        from transferscale.plan import config_key, trajectory_config
+
+        return self.dir / "checkpoints" / f"{config_key(trajectory_config(run.config))}.pt"
 
     # ---- features -------------------------------------------------------------------------------------
     def identity(self, run: Run, backbone) -> str:

@@ -63,13 +63,12 @@ def build_backbone(run: Run, ctx: JobContext):
         model = build_model(run.family, run.config["shape"], up.n_classes, **image_geometry(up.x_train))
         recompute_batchnorm(model, up.x_train, seed=run.config["seed"])
         return TimmBackbone(model, input_spec=up.input_spec), 0.0
-    from transferscale.plan import config_key, is_snapshot, trajectory_config
+    from transferscale.plan import is_snapshot
 
     t0 = time.perf_counter()
     ctx.phase("training")
     if is_snapshot(run):  # saved by its full run as it passed; trained here only when that run has not
-        full_path = ctx.dir / "checkpoints" / f"{config_key(trajectory_config(run.config))}.pt"
-        keep, resume_from = {}, (full_path,)
+        keep, resume_from = {}, (ctx.full_run_checkpoint_path(run),)
     else:
         keep = {snap.config["training"]["steps"]: ctx.checkpoint_path(snap) for snap in ctx.plan.snapshots_of(run)}
         resume_from = ()
