@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from transferscale.errors import TransferscaleError
 from transferscale.protocols import PROTOCOLS, Protocol
-from transferscale.shapes import SIZES, resolve_shape, shape_dict
+from transferscale.shapes import SIZES, match_params, resolve_shape, shape_dict
 from transferscale.spec import ModelGroup, PretrainedModel, StudySpec, TrainingSpec
 from transferscale.store import BASELINE_KINDS  # reference points, never fit points
 
@@ -25,7 +25,7 @@ TRAIN_RECIPE = "train-v1"
 
 # Training settings that show in a run's name when they differ from the defaults, and their short labels.
 _NAMED_SETTINGS = {"lr": "lr", "batch_size": "bs", "weight_decay": "wd", "warmup_fraction": "wu",
-                   "max_shift": "shift", "seed": "seed"}
+                   "max_shift": "shift", "seed": "seed", "head_weight_decay": "hwd", "head_lr_mult": "hlr"}
 
 
 def config_key(config: dict) -> str:
@@ -125,31 +125,107 @@ def shape_label(family: str, size: str, shape: dict) -> str:
 def _settings_label(training: dict) -> str:
     defaults = TrainingSpec.model_fields
     return "".join(f"-{label}{_value(training[k])}" for k, label in _NAMED_SETTINGS.items()
-                   if training[k] != defaults[k].default)
+                   if k in training and training[k] != defaults[k].default)
+
+
+@dataclass(frozen=True)
+class GroupShape:
+    """One architecture of a grid group: the named size it starts from, its shape, and the parameter budget
+    it was matched to (`match`), if any."""
+
+    size: str
+    shape: dict
+    matched_params: int | None = None
+
+    def label(self, family: str) -> str:
+        base = f"{family}-{shape_label(family, self.size, self.shape)}"
+        return base if self.matched_params is None else f"{base}-p{_count(self.matched_params)}"
+
+
+def _count(n: int) -> str:
+    """20000 -> '20k', 1500000 -> '1.5M', 999 -> '999'."""
+    for unit, scale in (("M", 10**6), ("k", 10**3)):
+        if n >= scale:
+            return f"{n / scale:g}{unit}"
+    return str(n)
+
+
+def _combinations(sweep: dict[str, list]) -> list[dict]:
+    """Every combination of the swept values, in the order the spec lists them (the last key varies fastest)."""
+    combos = [{}]
+    for key, values in sweep.items():
+        combos = [{**c, key: v} for c in combos for v in values]
+    return combos
+
+
+def group_shapes(spec: StudySpec, group: ModelGroup) -> list[GroupShape]:
+    """The architectures a grid group trains: each size, with `shape`, each combination of the swept shape
+    fields and, under `match`, the width solved for each parameter budget (at the upstream's image size)."""
+    out, seen = [], {}
+    for size in group.sizes:
+        for combo in _combinations(group.shape_sweep()):
+            shape = shape_dict(resolve_shape(group.family, size, {**group.shape, **combo}))
+            if group.match is None:
+                out.append(GroupShape(size, shape))
+                continue
+            h, w, c = upstream_geometry(spec)
+            for target in group.match.params:
+                matched = match_params(group.family, shape, target, field=group.match.width,
+                                       tolerance=group.match.tolerance, img_size=(h, w), in_chans=c)
+                key = json.dumps(matched, sort_keys=True)
+                if key in seen:
+                    raise TransferscaleError(
+                        f"match: {group.family} {combo or size} gives the same shape for {seen[key]:,} and "
+                        f"{target:,} parameters ({matched}); space the match.params targets further apart")
+                seen[key] = target
+                out.append(GroupShape(size, matched, target))
+    return out
+
+
+def upstream_geometry(spec: StudySpec) -> tuple[int, int, int]:
+    """(height, width, channels) of the upstream images, without building them where the dataset says."""
+    from transferscale.data.registry import dataset_geometry
+
+    return dataset_geometry(spec.upstream.dataset, dict(spec.upstream.options))
 
 
 def _grid_runs(spec: StudySpec, group: ModelGroup) -> list[Run]:
     t = spec.training
+    sweep = {**t.sweep, **group.training_sweep()}
     runs = []
-    for size in group.sizes:
-        shape = shape_dict(resolve_shape(group.family, size, group.shape))
-        label = f"{group.family}-{shape_label(group.family, size, shape)}"
+    for arch in group_shapes(spec, group):
+        label = arch.label(group.family)
         for budget in group.budgets or t.budgets:
             steps = max(1, round(budget.steps * group.steps_scale))
-            training = {
-                "data_fraction": budget.data_fraction, "steps": steps, "batch_size": t.batch_size,
-                "lr": group.lr or t.lr, "weight_decay": t.weight_decay,
-                "warmup_fraction": t.warmup_fraction, "max_shift": t.max_shift, "seed": t.seed,
-            }
-            config = {"kind": "trained", "family": group.family, "shape": shape,
-                      "upstream": _upstream(spec), "training": training, "recipe": TRAIN_RECIPE}
-            name = f"{label}-d{_value(budget.data_fraction)}-s{steps}{_settings_label(training)}"
-            runs.append(Run(config_key(config), name, "trained", group.family, size, config))
-            for step in snapshot_steps(budget.snapshots, steps):
-                snap = {**config, "training": {**training, "steps": step, "schedule_steps": steps}}
-                name = f"{label}-d{_value(budget.data_fraction)}-s{step}of{steps}{_settings_label(training)}"
-                runs.append(Run(config_key(snap), name, "trained", group.family, size, snap))
+            for settings in _combinations(sweep):
+                training = _training_table(t, group, budget.data_fraction, steps, settings)
+                config = {"kind": "trained", "family": group.family, "shape": arch.shape,
+                          "upstream": _upstream(spec), "training": training, "recipe": TRAIN_RECIPE}
+                if arch.matched_params is not None:
+                    config["matched_params"] = arch.matched_params
+                name = f"{label}-d{_value(budget.data_fraction)}-s{steps}{_settings_label(training)}"
+                runs.append(Run(config_key(config), name, "trained", group.family, arch.size, config))
+                for step in snapshot_steps(budget.snapshots, steps):
+                    snap = {**config, "training": {**training, "steps": step, "schedule_steps": steps}}
+                    name = f"{label}-d{_value(budget.data_fraction)}-s{step}of{steps}{_settings_label(training)}"
+                    runs.append(Run(config_key(snap), name, "trained", group.family, arch.size, snap))
     return runs
+
+
+def _training_table(t: TrainingSpec, group: ModelGroup, data_fraction: float, steps: int, settings: dict) -> dict:
+    """A run's training config. The head's settings appear only when they differ from the body's (so a spec
+    that never names them keeps the keys it always had)."""
+    training = {
+        "data_fraction": data_fraction, "steps": steps, "batch_size": t.batch_size,
+        "lr": group.lr or t.lr, "weight_decay": t.weight_decay,
+        "warmup_fraction": t.warmup_fraction, "max_shift": t.max_shift, "seed": t.seed,
+        "head_weight_decay": t.head_weight_decay, "head_lr_mult": t.head_lr_mult, **settings,
+    }
+    if training["head_weight_decay"] is None:
+        del training["head_weight_decay"]
+    if training["head_lr_mult"] == 1.0:
+        del training["head_lr_mult"]
+    return training
 
 
 def snapshot_steps(fractions: list[float], steps: int) -> list[int]:
@@ -180,16 +256,15 @@ def _random_runs(spec: StudySpec) -> list[Run]:
     runs, seen = [], set()
     seed = spec.training.seed if spec.training else 0
     for group in spec.grid_groups():
-        for size in group.sizes:
-            shape = shape_dict(resolve_shape(group.family, size, group.shape))
-            config = {"kind": "random_init", "family": group.family, "shape": shape,
+        for arch in group_shapes(spec, group):
+            config = {"kind": "random_init", "family": group.family, "shape": arch.shape,
                       "upstream": _upstream(spec), "seed": seed, "recipe": TRAIN_RECIPE}
             key = config_key(config)
             if key not in seen:
                 seen.add(key)
-                name = f"{group.family}-{shape_label(group.family, size, shape)}-random"
-                runs.append(Run(key, name + (f"-seed{seed}" if seed else ""), "random_init", group.family, size,
-                                config))
+                name = f"{arch.label(group.family)}-random"
+                runs.append(Run(key, name + (f"-seed{seed}" if seed else ""), "random_init", group.family,
+                                arch.size, config))
     return runs
 
 

@@ -1,6 +1,7 @@
 """Train one upstream model, with atomic checkpoints it can resume from.
 
-Recipe: AdamW, linear warmup then cosine decay to zero, cross-entropy, batch sampled from the run's data
+Recipe: AdamW (the classifier head optionally with its own weight decay and learning-rate multiplier), linear
+warmup then cosine decay to zero, cross-entropy, batch sampled from the run's data
 fraction, every image shifted by up to `max_shift` pixels (zero fill). Each step draws its batch and its
 shifts from a generator seeded by (seed, step), so a run resumed from a checkpoint at step s computes exactly
 what the uninterrupted run would have from step s on.
@@ -164,7 +165,8 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
     `steps`-step schedule; returns the last loss.
 
     Each step: a batch of `batch_size` drawn with replacement and shifted by up to `max_shift` pixels (both
-    from `step_generator(seed, step)`), the learning rate of `lr_at`, cross-entropy, `check_loss(loss, step)`
+    from `step_generator(seed, step)`), the learning rate of `lr_at` (times a parameter group's `lr_mult`,
+    when it has one), cross-entropy, `check_loss(loss, step)`
     (raises RunFailed to stop), backward, then `update()` (default `opt.step()`), `on_step(step + 1, stop,
     loss)` and `after_step(step + 1, loss)`.
     """
@@ -176,7 +178,7 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
         batch = torch.randint(0, len(x_all), (batch_size,), generator=gen)
         x = random_shift(x_all[batch], max_shift, gen)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr, warmup_fraction)
+            group["lr"] = lr_at(step, steps, lr, warmup_fraction) * group.get("lr_mult", 1.0)
         loss = F.cross_entropy(model(x), y_all[batch])
         loss_value = loss.item()
         check_loss(loss_value, step)
@@ -216,7 +218,7 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
     seed, steps, stop = t["seed"], t["steps"], config["training"]["steps"]
     torch.manual_seed(seed)
     model = build_model(config["family"], config["shape"], num_classes, **image_geometry(x_train))
-    opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+    opt = torch.optim.AdamW(param_groups(model, t), lr=t["lr"], weight_decay=t["weight_decay"])
     start = 0
     state = _resume_state([ckpt_path, *resume_from], full, stop)
     if state is not None:
@@ -255,6 +257,22 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
     save_checkpoint(ckpt_path, {"config": full, "model": model.state_dict(), "step": stop,
                                 "complete": True, "loss": loss_value})
     return TrainResult(model, stop, start, loss_value)
+
+
+def param_groups(model: torch.nn.Module, training: dict) -> list[dict]:
+    """The optimiser's parameter groups: the body, and the classifier head with its own weight decay
+    (`head_weight_decay`, default the body's) and learning-rate multiplier (`head_lr_mult`, default 1) when the
+    training table sets either; one group of every parameter otherwise (the recipe as it always was)."""
+    if "head_weight_decay" not in training and "head_lr_mult" not in training:
+        return [{"params": list(model.parameters())}]
+    head = {id(p) for p in model.get_classifier().parameters()}
+    if not head:
+        raise RunFailed("head_weight_decay / head_lr_mult are set but this model has no classifier head")
+    body = [p for p in model.parameters() if id(p) not in head]
+    return [{"params": body},
+            {"params": [p for p in model.parameters() if id(p) in head],
+             "weight_decay": training.get("head_weight_decay", training["weight_decay"]),
+             "lr_mult": training.get("head_lr_mult", 1.0)}]
 
 
 def _resume_state(paths: list[Path], full: dict, stop: int) -> dict | None:

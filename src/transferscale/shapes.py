@@ -81,3 +81,103 @@ def resolve_shape(family: str, size: str, overrides: dict | None = None):
 
 def shape_dict(shape) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(shape).items()}
+
+
+# ---- parameter counts and shapes matched to a parameter budget ---------------------------------------------
+
+# The field `match` solves for, per family, when a group does not name one: the network's width.
+WIDTH_FIELDS = {"vit": "embed_dim", "mixer": "embed_dim", "resnet": "widths"}
+
+
+def param_count(family: str, shape, *, img_size: tuple[int, int] = (28, 28), in_chans: int = 1,
+                num_classes: int = 0) -> int:
+    """The number of parameters of the grid network `models.grid.build_model` builds, in closed form (no torch).
+
+    With D the width, L the depth, N = (H // p) * (W // p) patches of p x p pixels and C input channels:
+
+    - ViT (no class token, average pooling): patch embedding D(C p^2 + 1), position embedding N D, per block
+      two LayerNorms 4D, qkv 3D^2 + 3D, projection D^2 + D, MLP 2 D h + h + D with h = floor(r D); a final
+      LayerNorm 2D.
+    - MLP-Mixer: stem D(C p^2 + 1), per block two LayerNorms 4D, a token MLP 2 N t + t + N with
+      t = floor(r_t D), a channel MLP 2 D c + c + D with c = floor(r_c D); a final LayerNorm 2D.
+    - ResNet (deep stem, basic blocks): stem convolutions 9(C s + s^2 + 2 s^2) with BatchNorms 2s + 2s + 4s
+      (stem width s, 2s channels out), then per block two 3x3 convolutions and BatchNorms, plus a 1x1
+      convolution and BatchNorm where the block changes width or stride.
+
+    The head adds num_classes (D + 1) when num_classes > 0. `tests/test_shapes_match.py` checks every formula
+    against the built timm module.
+    """
+    s = shape_dict(shape) if not isinstance(shape, dict) else shape
+    h, w = img_size
+    if family == "vit":
+        d, p = s["embed_dim"], s["patch_size"]
+        n = (h // p) * (w // p)
+        hidden = int(d * s["mlp_ratio"])
+        block = 4 * d + 3 * d * d + 3 * d + d * d + d + 2 * d * hidden + hidden + d
+        body = d * (in_chans * p * p + 1) + n * d + s["depth"] * block + 2 * d
+    elif family == "mixer":
+        d, p = s["embed_dim"], s["patch_size"]
+        n = (h // p) * (w // p)
+        t, c = int(s["mlp_ratio_tokens"] * d), int(s["mlp_ratio_channels"] * d)
+        block = 4 * d + 2 * n * t + t + n + 2 * d * c + c + d
+        body = d * (in_chans * p * p + 1) + s["num_blocks"] * block + 2 * d
+    elif family == "resnet":
+        sw = s["stem_width"]
+        body = 9 * (in_chans * sw + sw * sw + sw * 2 * sw) + 2 * sw + 2 * sw + 2 * (2 * sw)
+        inplanes = 2 * sw
+        for stage, (blocks, planes) in enumerate(zip(s["layers"], s["widths"], strict=True)):
+            for b in range(blocks):
+                body += 9 * inplanes * planes + 2 * planes + 9 * planes * planes + 2 * planes
+                if b == 0 and (stage > 0 or inplanes != planes):
+                    body += inplanes * planes + 2 * planes
+                inplanes = planes
+        d = s["widths"][-1]
+    else:
+        raise unknown("model family", family, FAMILIES)
+    return int(body + (num_classes * (d + 1) if num_classes > 0 else 0))
+
+
+def _with_width(family: str, base: dict, field: str, value: int) -> dict | None:
+    """`base` with its width field set from the integer `value`, or None when that width is not valid."""
+    if field == "widths" and family == "resnet":
+        scale = value / max(base["widths"])  # the widest stage anchors the scale: the finest steps
+        widths = [max(1, round(w * scale)) for w in base["widths"]]
+        return {**base, "widths": widths, "stem_width": max(1, round(base["stem_width"] * scale))}
+    out = {**base, field: value}
+    if family == "vit" and field == "embed_dim" and value % base["num_heads"]:
+        return None  # attention splits the width evenly across heads
+    if family == "mixer" and field == "embed_dim" and (int(base["mlp_ratio_tokens"] * value) < 1
+                                                        or int(base["mlp_ratio_channels"] * value) < 1):
+        return None
+    return out
+
+
+def match_params(family: str, shape: dict, target: int, *, field: str | None = None, tolerance: float = 0.1,
+                 img_size: tuple[int, int] = (28, 28), in_chans: int = 1, max_width: int = 4096) -> dict:
+    """`shape` with its width field (`WIDTH_FIELDS` by default) set so that the network's parameters, head
+    excluded, come closest to `target`: the width w minimising |P(w) - target| over the valid integers up
+    to max_width (for ResNet, the widest stage's width, with every stage and the stem scaled alike and rounded). Fails
+    unless the best is within `tolerance` of the target: |P(w) - target| <= tolerance * target.
+    """
+    field = field or WIDTH_FIELDS[family]
+    if field not in shape:
+        raise TransferscaleError(f"match: {field!r} is not a shape field of family {family!r}; "
+                                 f"valid: {sorted(shape)}")
+    if not isinstance(shape[field], int) and not (field == "widths" and family == "resnet"):
+        raise TransferscaleError(f"match: {family} field {field!r} is not an integer width")
+    best, best_gap = None, None
+    for value in range(1, max_width + 1):
+        candidate = _with_width(family, shape, field, value)
+        if candidate is None:
+            continue
+        gap = abs(param_count(family, candidate, img_size=img_size, in_chans=in_chans) - target)
+        if best_gap is None or gap < best_gap:
+            best, best_gap = candidate, gap
+    params = param_count(family, best, img_size=img_size, in_chans=in_chans)
+    if best_gap > tolerance * target:
+        fixed = {k: v for k, v in shape.items() if k != field}
+        raise TransferscaleError(
+            f"no {field} gives {family} {fixed} within {tolerance:.0%} of {target:,} parameters: the closest, "
+            f"{field} = {best[field]}, has {params:,} ({(params - target) / target:+.0%}); raise match.tolerance, "
+            "change the target, or sweep another depth")
+    return best

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from transferscale.errors import TransferscaleError, did_you_mean
-from transferscale.shapes import FAMILIES, SIZES, resolve_shape
+from transferscale.shapes import FAMILIES, SIZES, WIDTH_FIELDS, resolve_shape, shape_dict
 
 # Specs shipped in the package (studies/NAME.toml): `transferscale run NAME` runs one, `init --study NAME` copies it.
 BUILTIN_STUDIES = ("default", "efficientnet_lite", "minilm_text")
@@ -71,17 +71,68 @@ class Budget(_Strict):
         return self
 
 
+# Training settings a grid can sweep (`sweep` in [training] or in a [[models]] entry): every optimiser field.
+SWEEPABLE_TRAINING = ("lr", "weight_decay", "head_weight_decay", "head_lr_mult", "batch_size", "warmup_fraction",
+                      "max_shift", "seed")
+
+
+def _check_sweep(sweep: dict[str, Any], allowed: dict[str, str], where: str) -> None:
+    """Each swept field is known (`allowed`: field -> what it is) and lists distinct values."""
+    for key, values in sweep.items():
+        if key not in allowed:
+            hint = " (data size and training length are `budgets`)" if key in ("data_fraction", "steps") else ""
+            raise ValueError(f"{where}: cannot sweep {key!r}{hint}; {did_you_mean(key, allowed)}")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{where}.{key}: give a non-empty list of the values to sweep, e.g. {key} = [..]")
+        if len({repr(v) for v in values}) != len(values):
+            raise ValueError(f"{where}.{key} = {values} lists a value twice; list each once")
+
+
+def _check_training_values(sweep: dict[str, Any], where: str) -> None:
+    for key, values in sweep.items():
+        if key not in SWEEPABLE_TRAINING:
+            continue
+        for value in values:
+            try:
+                TrainingSpec.model_validate({key: value})
+            except ValidationError as err:
+                raise ValueError(f"{where}.{key}: {value!r}: {err.errors()[0]['msg']}") from None
+
+
+class MatchSpec(_Strict):
+    """Shapes matched to parameter budgets: for every shape of the group and every target in `params`, the
+    tool sets the width field (`width`; by default ViT and Mixer `embed_dim`, ResNet `widths`, scaled with
+    the stem) so the network's parameters, head excluded, at the upstream's image size come closest to the
+    target, and fails unless that is within `tolerance` (a fraction of the target)."""
+
+    params: list[int] = Field(min_length=1)
+    width: str | None = None
+    tolerance: float = Field(0.1, gt=0, lt=1)
+
+    @field_validator("params")
+    @classmethod
+    def _positive(cls, params):
+        if any(p <= 0 for p in params) or len(set(params)) != len(params):
+            raise ValueError(f"params {params}: give distinct parameter counts > 0")
+        return sorted(params)
+
+
 class ModelGroup(_Strict):
     """One family at several named sizes; `steps_scale` multiplies every budget's steps (ViTs need more).
 
     `budgets`, when given, replace the [training] table's for this group (e.g. longer runs for the largest
-    size, a short one only for the smallest).
+    size, a short one only for the smallest). `shape` overrides fields of every size's shape; `sweep` lists
+    values of shape fields (depth, embed_dim, num_blocks, layers, ...) and of training settings (lr,
+    head_weight_decay, head_lr_mult, ...) and the group trains every combination of them, on every size and
+    budget; `match` then solves each shape's width for each parameter budget it lists.
     """
 
     source: Literal["grid"] = "grid"
     family: str
     sizes: list[str]
     shape: dict[str, Any] = Field(default_factory=dict)
+    sweep: dict[str, Any] = Field(default_factory=dict)
+    match: MatchSpec | None = None
     steps_scale: float = Field(1.0, gt=0)
     lr: float | None = Field(None, gt=0)
     budgets: list[Budget] | None = Field(None, min_length=1)
@@ -100,7 +151,37 @@ class ModelGroup(_Strict):
                 resolve_shape(self.family, size, self.shape)
             except TransferscaleError as err:
                 raise ValueError(str(err)) from None
+        fields = {f: "shape" for f in shape_dict(SIZES[self.family][self.sizes[0]])}
+        _check_sweep(self.sweep, {**fields, **dict.fromkeys(SWEEPABLE_TRAINING, "training")}, "sweep")
+        for key, values in self.sweep.items():
+            if key in fields:
+                for value in values:
+                    for size in self.sizes:
+                        try:
+                            resolve_shape(self.family, size, {**self.shape, key: value})
+                        except (TransferscaleError, TypeError) as err:
+                            raise ValueError(f"sweep.{key}: {value!r}: {err}") from None
+        _check_training_values(self.sweep, "sweep")
+        if self.lr is not None and "lr" in self.sweep:
+            raise ValueError("give the group's lr or sweep it, not both")
+        if self.match is not None:
+            width = self.match.width or WIDTH_FIELDS[self.family]
+            if width not in fields:
+                raise ValueError(f"match.width {width!r} is not a shape field of {self.family}; "
+                                 f"{did_you_mean(width, fields)}")
+            if width in self.sweep or width in self.shape:
+                raise ValueError(f"match solves {width!r} for each parameter budget: do not also give it in "
+                                 "`sweep` or `shape`")
         return self
+
+    def shape_sweep(self) -> dict[str, list]:
+        """The swept shape fields and their values."""
+        fields = shape_dict(SIZES[self.family][self.sizes[0]])
+        return {k: v for k, v in self.sweep.items() if k in fields}
+
+    def training_sweep(self) -> dict[str, list]:
+        """The swept training settings and their values."""
+        return {k: v for k, v in self.sweep.items() if k in SWEEPABLE_TRAINING}
 
 
 class PretrainedModel(_Strict):
@@ -158,6 +239,17 @@ class TrainingSpec(_Strict):
     max_shift: int = Field(2, ge=0, le=8)
     seed: int = 0
     checkpoint_every: int = Field(200, gt=0)
+    # The classifier head's own optimiser settings during pre-training (Abnar et al. 2021 find they put
+    # upstream and downstream accuracy at odds): weight decay (None: `weight_decay`) and a multiplier of `lr`.
+    head_weight_decay: float | None = Field(None, ge=0)
+    head_lr_mult: float = Field(1.0, gt=0)
+    sweep: dict[str, Any] = Field(default_factory=dict)  # every grid group trains each combination
+
+    @model_validator(mode="after")
+    def _sweep(self):
+        _check_sweep(self.sweep, dict.fromkeys(SWEEPABLE_TRAINING, "training"), "training.sweep")
+        _check_training_values(self.sweep, "training.sweep")
+        return self
 
 
 class DownstreamSpec(_Strict):

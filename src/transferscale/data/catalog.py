@@ -14,7 +14,7 @@ import numpy as np
 from transferscale.data import sources
 from transferscale.data.cache import cached
 from transferscale.data.dataset import Dataset, per_class_subset, stratified_subset
-from transferscale.data.fractals import GENERATOR_VERSION, generate_fractals
+from transferscale.data.fractals import GENERATOR_VERSION, SIZE, generate_fractals
 from transferscale.data.registry import register_dataset
 from transferscale.data.transforms import invert, random_affine
 from transferscale.errors import TransferscaleError
@@ -22,14 +22,16 @@ from transferscale.errors import TransferscaleError
 # ---- fractals: upstream and held-out classes come from one generation --------------------------------
 
 
-@register_dataset("fractals", "FractalDB-style IFS fractals: the upstream pre-training classes")
+@register_dataset("fractals", "FractalDB-style IFS fractals: the upstream pre-training classes",
+                  geometry=(SIZE, SIZE, 1))
 def fractals(classes: int = 100, heldout: int = 10, train_per_class: int = 300, test_per_class: int = 60,
              seed: int = 0, cache_dir: str | None = None) -> Dataset:
     pool = fractal_pool(classes, heldout, train_per_class, test_per_class, seed, cache_dir)
     return _select_classes(pool, 0, classes, "fractals")
 
 
-@register_dataset("fractals_heldout", "fractal classes unseen in pre-training (near downstream task)")
+@register_dataset("fractals_heldout", "fractal classes unseen in pre-training (near downstream task)",
+                  geometry=(SIZE, SIZE, 1))
 def fractals_heldout(classes: int = 100, heldout: int = 10, train_per_class: int = 300,
                      test_per_class: int = 60, seed: int = 0, cache_dir: str | None = None) -> Dataset:
     if heldout < 1:

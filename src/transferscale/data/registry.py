@@ -38,18 +38,22 @@ class DatasetEntry:
     caches_itself: bool
     cacheable: bool = True  # False: load_dataset never stores or reads this dataset in a cache_dir
     modality: str | Callable[[dict], str] = "image"  # or a function of the options that says
+    geometry: tuple[int, int, int] | None = None  # (H, W, C) of every image, when known without building
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset", DatasetEntry)
 
 
 def register_dataset(name: str, description: str | None = None, *, cache: bool = True,
-                     modality: str | Callable[[dict], str] = "image") -> Callable[[Builder], Builder]:
+                     modality: str | Callable[[dict], str] = "image",
+                     geometry: tuple[int, int, int] | None = None) -> Callable[[Builder], Builder]:
     """Decorator: register `builder` under `name`; the description defaults to its docstring's first line.
 
     cache=False keeps load_dataset from caching the dataset on disk (for text, or anything cheap to read).
     modality: "image" or "text", or a function of the options (as the spec gives them) that returns one, so
     a study's plan knows which models can read the task without loading it.
+    geometry: (height, width, channels) of the images whatever the options, when fixed, so a plan can size
+    networks (e.g. match a parameter budget) without building the data.
     """
 
     def decorate(builder: Builder) -> Builder:
@@ -62,7 +66,7 @@ def register_dataset(name: str, description: str | None = None, *, cache: bool =
         if not cache and "cache_dir" in params:
             raise TypeError(f"builder of {name!r}: cache=False and a cache_dir argument contradict each other")
         DATASETS.register(name, DatasetEntry(name, builder, text, options, nullable, "cache_dir" in params,
-                                             cache, modality))
+                                             cache, modality, geometry))
         return builder
 
     return decorate
@@ -72,6 +76,18 @@ def dataset_modality(name: str, options: dict | None = None) -> str:
     """The modality ("image" or "text") of dataset `name` built with `options`, without building it."""
     declared = _entry(name).modality
     return declared({**_entry(name).options, **(options or {})}) if callable(declared) else declared
+
+
+def dataset_geometry(name: str, options: dict | None = None, cache_dir: str | os.PathLike | None = None
+                     ) -> tuple[int, int, int]:
+    """(height, width, channels) of dataset `name`'s images: as registered, else read from the built dataset."""
+    declared = _entry(name).geometry
+    if declared is not None:
+        return declared
+    spec = load_dataset(name, cache_dir=cache_dir, **(options or {})).input_spec
+    if spec.modality != "image":
+        raise TransferscaleError(f"dataset {name!r} holds {spec.describe()}, not images")
+    return (spec.size[0], spec.size[1], spec.channels)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
