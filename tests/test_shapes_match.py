@@ -187,3 +187,93 @@ def test_head_weight_decay_shrinks_the_head():
     assert [len(g["params"]) for g in groups] == [len(list(model.parameters())) - 2, 2]
     assert groups[1]["weight_decay"] == 3.0 and groups[1]["lr_mult"] == 1.0
     assert {id(p) for p in groups[1]["params"]} == {id(model.fc.weight), id(model.fc.bias)}
+
+
+# ---- the shipped studies and what runs them ----------------------------------------------------------------
+
+
+def test_the_shape_study_matches_four_shapes_per_budget_from_deep_to_shallow():
+    from transferscale.spec import load_spec
+
+    for quick, budgets in ((False, 3), (True, 2)):
+        spec, _ = load_spec("shape", quick=quick)
+        trained = [r for r in make_plan(spec).runs if r.kind == "trained"]
+        for family, knob in (("vit", "depth"), ("mixer", "num_blocks")):
+            runs = [r for r in trained if r.family == family]
+            targets = sorted({r.config["matched_params"] for r in runs})
+            assert len(targets) == budgets
+            for target in targets:
+                at = [r for r in runs if r.config["matched_params"] == target]
+                assert sorted(r.config["shape"][knob] for r in at) == [1, 2, 4, 8]
+                assert all(abs(param_count(family, r.config["shape"]) - target) <= 0.1 * target for r in at)
+        assert spec.costs
+    assert load_spec("shape", quick=True)[0].downstream.tasks == ["fractals_heldout", "opencv_digits_shifted",
+                                                                   "fashion_mnist"]
+
+
+def test_the_head_hparams_study_sweeps_the_head_of_a_resnet_and_a_vit():
+    from transferscale.spec import load_spec
+
+    spec, _ = load_spec("head_hparams")
+    trained = [r for r in make_plan(spec).runs if r.kind == "trained"]
+    for family in ("resnet", "vit"):
+        runs = [r for r in trained if r.family == family]
+        decays = {r.config["training"]["head_weight_decay"] for r in runs}
+        mults = {r.config["training"].get("head_lr_mult", 1.0) for r in runs}
+        assert len(decays) >= 4 and min(decays) == 0 and max(decays) >= 1.0
+        assert len(mults) >= 3 and len(runs) == len(decays) * len(mults)
+
+
+def test_a_quick_variant_with_fewer_tasks_drops_their_options():
+    text = SHAPE_SPEC.format(group="", training="", random="false").replace(
+        'tasks = ["fractals_heldout"]', 'tasks = ["fractals_heldout", "opencv_digits"]\n'
+        '[downstream.options]\nopencv_digits = { test_size = 100 }')
+    text += '[quick]\nname = "q"\n[quick.downstream]\ntasks = ["fractals_heldout"]\n'
+    spec = parse_spec(text, quick=True)
+    assert spec.downstream.tasks == ["fractals_heldout"] and spec.downstream.options == {}
+    assert parse_spec(text).downstream.options == {"opencv_digits": {"test_size": 100}}
+
+
+COSTED = """
+name = "costed"
+output_dir = "{out}"
+costs = true
+[upstream]
+dataset = "fractals"
+options = {{ classes = 20, heldout = 5, train_per_class = 40, test_per_class = 10 }}
+[[models]]
+family = "vit"
+sizes = ["s"]
+sweep = {{ depth = [1, 2] }}
+[training]
+budgets = [{{ data_fraction = 0.5, steps = 4 }}]
+[downstream]
+tasks = ["fractals_heldout"]
+[downstream.options]
+fractals_heldout = {{ classes = 20, heldout = 5, train_per_class = 25, test_per_class = 10 }}
+[probe]
+shots = [1]
+seeds = [0]
+[baselines]
+pixels = false
+random_init = false
+"""
+
+
+def test_costs_true_measures_each_architecture_after_the_runs(tmp_path, data_cache, monkeypatch):
+    from typer.testing import CliRunner
+
+    from transferscale.cli import app
+    from transferscale.store import Store
+
+    monkeypatch.setenv("TRANSFERSCALE_CACHE", str(data_cache))
+    path, out = tmp_path / "costed.toml", tmp_path / "costed"
+    path.write_text(COSTED.format(out=out))
+    result = CliRunner().invoke(app, ["run", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "costs: 2 architecture(s) measured" in result.output
+    with Store(out, create=False) as store:
+        costs = store.costs()
+    assert sorted(costs["label"]) == ["vit-s", "vit-s-depth1"]
+    assert sorted(costs["params"]) == sorted(param_count("vit", {**shape_dict(SIZES["vit"]["s"]), "depth": d},
+                                                         num_classes=20) for d in (1, 2))

@@ -18,7 +18,7 @@ from transferscale.errors import TransferscaleError, did_you_mean
 from transferscale.shapes import FAMILIES, SIZES, WIDTH_FIELDS, resolve_shape, shape_dict
 
 # Specs shipped in the package (studies/NAME.toml): `transferscale run NAME` runs one, `init --study NAME` copies it.
-BUILTIN_STUDIES = ("default", "efficientnet_lite", "minilm_text")
+BUILTIN_STUDIES = ("default", "efficientnet_lite", "minilm_text", "shape", "head_hparams")
 
 
 class _Strict(BaseModel):
@@ -336,6 +336,8 @@ class StudySpec(_Strict):
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     quick: dict[str, Any] | None = None
+    # Measure each architecture's cost (parameters, FLOPs, throughput: `transferscale cost`) after the runs.
+    costs: bool = False
     # Each registered protocol's options, from its own table ([probe], [finetune], ...): see `_protocols`.
     protocols: dict[str, Any] = Field(default_factory=dict)
 
@@ -518,6 +520,13 @@ def parse_spec(text: str, *, quick: bool = False, source: str = "<spec>") -> Stu
                 "override (see `transferscale init`)"
             )
         raw = _merge({k: v for k, v in raw.items() if k != "quick"}, over)
+        down = raw.get("downstream")
+        if isinstance(over.get("downstream"), dict) and "tasks" in over["downstream"] and isinstance(down, dict):
+            # a quick variant that names fewer tasks drops the options of the tasks it leaves out
+            kept = set(down.get("tasks") or [])
+            if isinstance(down.get("options"), dict):
+                down["options"] = {k: v for k, v in down["options"].items()
+                                   if k in kept or k in (over["downstream"].get("options") or {})}
     _check_keys(raw, StudySpec, "")
     try:
         return StudySpec.model_validate(raw)

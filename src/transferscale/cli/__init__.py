@@ -156,8 +156,8 @@ def _last_write(path: Path) -> float:
 @app.command()
 def run(
     spec: Annotated[Path | None, typer.Argument(
-        help="Study spec (TOML), or a built-in study's name (efficientnet_lite, minilm_text). Default: the embedded "
-        "default study.")] = None,
+        help="Study spec (TOML), or a built-in study's name (shape, head_hparams, efficientnet_lite, minilm_text). "
+        "Default: the embedded default study.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Apply the spec's [quick] table: fewer, smaller runs.")
                      ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
@@ -198,7 +198,26 @@ def run(
     if result.left_failed:
         for name, reason in result.left_failed.items():
             console.print(f"  [red]failed before[/] {escape(name)}: {escape(reason)}", highlight=False)
+    if study.costs:
+        _measure_costs(study_dir, cache_dir)
     console.print(f"results: {study_dir / 'results.sqlite'}   (see `transferscale results {study_dir}`)")
+
+
+def _measure_costs(study_dir: Path, cache_dir: Path | None) -> None:
+    """The spec's `costs = true`: measure every architecture not measured yet, as `transferscale cost` does
+    with one thread, best of 3 repeats of at least 0.2 s (`transferscale cost --force` measures again, longer)."""
+    from transferscale.cli.cost import measure_study
+
+    try:
+        result = measure_study(study_dir, cache_dir=cache_dir, repeats=3, min_seconds=0.2)
+    except TransferscaleError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        err_console.print("interrupted while measuring costs; `transferscale cost` measures the rest")
+        raise typer.Exit(130) from None
+    kept = f", {len(result.kept)} measured before" if result.kept else ""
+    console.print(f"costs: {len(result.measured)} architecture(s) measured in {result.seconds:.0f} s{kept} "
+                  f"(see `transferscale cost {study_dir}`)", highlight=False)
 
 
 @app.command()
