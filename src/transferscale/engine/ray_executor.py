@@ -296,8 +296,11 @@ class RayExecutor(Executor):
                         f"{self.max_retries + 1} time(s) (killed, out of memory or crashed); see the worker logs",
                         str(err)[-2000:])
                 except ray.exceptions.RayTaskError as err:
-                    if isinstance(getattr(err, "cause", None), KeyboardInterrupt):
+                    cause = getattr(err, "cause", None)
+                    if isinstance(cause, KeyboardInterrupt):
                         raise KeyboardInterrupt from None
+                    if isinstance(cause, TransferscaleError):  # the user's to fix: its message, not Ray's traceback
+                        raise TransferscaleError(str(cause)) from None
                     raise
                 del self._pending[gen]
                 start(job)  # normally a no-op: the job said it started
