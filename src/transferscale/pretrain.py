@@ -160,7 +160,8 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
               warmup_fraction: float, check_loss: Callable[[float, int], None],
               update: Callable[[], None] | None = None,
               on_step: Callable[[int, int, float], None] | None = None,
-              after_step: Callable[[int, float], None] | None = None) -> float:
+              after_step: Callable[[int, float], None] | None = None,
+              device=None, precision: str = "fp32") -> float:
     """The training loop both pre-training and fine-tuning run, from `start` to `stop` (default `steps`) of a
     `steps`-step schedule; returns the last loss.
 
@@ -169,7 +170,13 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
     when it has one), cross-entropy, `check_loss(loss, step)`
     (raises RunFailed to stop), backward, then `update()` (default `opt.step()`), `on_step(step + 1, stop,
     loss)` and `after_step(step + 1, loss)`.
+
+    Batches are drawn and shifted on the CPU whatever the device (the same random stream everywhere), then
+    moved to `device` (default: where they are), whose forward pass and loss run under `precision`'s
+    autocast (transferscale.device; "fp32": none).
     """
+    from transferscale.device import autocast, to_device
+
     model.train()
     loss_value = float("nan")
     end = steps if stop is None else stop
@@ -179,7 +186,9 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
         x = random_shift(x_all[batch], max_shift, gen)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup_fraction) * group.get("lr_mult", 1.0)
-        loss = F.cross_entropy(model(x), y_all[batch])
+        x, target = (x, y_all[batch]) if device is None else (to_device(x, device), to_device(y_all[batch], device))
+        with autocast(device or "cpu", precision):
+            loss = F.cross_entropy(model(x).float(), target)
         loss_value = loss.item()
         check_loss(loss_value, step)
         opt.zero_grad(set_to_none=True)
@@ -195,7 +204,8 @@ def sgd_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, x_all: torch.T
 def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: int, ckpt_path: Path, *,
           checkpoint_every: int = 200, checkpoint_seconds: float = CHECKPOINT_SECONDS,
           on_step: Callable[[int, int, float], None] | None = None,
-          keep: dict[int, Path] | None = None, resume_from: tuple[Path, ...] = ()) -> TrainResult:
+          keep: dict[int, Path] | None = None, resume_from: tuple[Path, ...] = (), device=None,
+          precision: str = "fp32") -> TrainResult:
     """Train the run described by `config` (see plan.make_plan), resuming from `ckpt_path` when it holds a
     valid checkpoint of the same run. The finished model is checkpointed with `complete=True`.
 
@@ -209,7 +219,8 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
     those snapshots); `resume_from` lists other checkpoints of the same trajectory (the full run's) a snapshot
     may start from when they are not past its step. Every checkpoint records the full run's config.
 
-    The network is built for the images' size and channel count (x_train: uint8 (N, H, W[, C])).
+    The network is built for the images' size and channel count (x_train: uint8 (N, H, W[, C])), and trained
+    on `device` (default the CPU) under `precision` (see sgd_steps); checkpoints load onto that device.
     """
     from transferscale.plan import trajectory_config
 
@@ -218,6 +229,8 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
     seed, steps, stop = t["seed"], t["steps"], config["training"]["steps"]
     torch.manual_seed(seed)
     model = build_model(config["family"], config["shape"], num_classes, **image_geometry(x_train))
+    if device is not None:
+        model.to(device)
     opt = torch.optim.AdamW(param_groups(model, t), lr=t["lr"], weight_decay=t["weight_decay"])
     start = 0
     state = _resume_state([ckpt_path, *resume_from], full, stop)
@@ -252,7 +265,7 @@ def train(config: dict, x_train: np.ndarray, y_train: np.ndarray, num_classes: i
     loss_value = sgd_steps(model, opt, x_all, y_all, steps=steps, start=start, stop=stop, seed=seed,
                            batch_size=t["batch_size"], max_shift=t["max_shift"], lr=t["lr"],
                            warmup_fraction=t["warmup_fraction"], check_loss=check_loss, on_step=on_step,
-                           after_step=checkpoint)
+                           after_step=checkpoint, device=device, precision=precision)
     model.eval()
     save_checkpoint(ckpt_path, {"config": full, "model": model.state_dict(), "step": stop,
                                 "complete": True, "loss": loss_value})

@@ -332,7 +332,7 @@ def _n_correct(scores: np.ndarray, label: int) -> np.ndarray:
 
 
 def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray, n_l2: int,
-                centre: np.ndarray, scale: np.ndarray, bias: float = BIAS) -> np.ndarray:
+                centre: np.ndarray, scale: np.ndarray, bias: float = BIAS, device=None) -> np.ndarray:
     """Accuracy (len(probes) x n_l2) of every probe from `_shot_probes` on examples (x, y), in float32.
 
     The examples are grouped by label, so each block of rows is scored against one known class.
@@ -341,6 +341,8 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
     make a probe's accuracy depend on what else is in the sweep. Each (probe, l2) is therefore scored by its own
     products, over row chunks of a fixed size `_ROWS` within each label block: its result depends only on its
     own weights and the examples, never on the other shots, seeds or l2 values of the sweep.
+    `device` (a torch device) computes the same products there, in the same chunks, with torch (argmax takes
+    the first maximum, as `_n_correct` does); None keeps them in numpy.
     """
     n_c = len(classes)
     parts = []  # per probe: (basis or None, [weights or coef of each l2], float32)
@@ -356,6 +358,8 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
     first = np.searchsorted(np.where(seen, label, -1)[order], np.arange(n_c + 1))
     z = _augment(np.asarray(x)[order[first[0]:]], centre, scale, np.float32, bias=bias)
     correct = np.zeros((len(probes), n_l2), dtype=np.int64)
+    if device is not None:
+        return _torch_correct(z, first, parts, device, correct) / len(y)
     for c in range(n_c):
         for i in range(first[c] - first[0], first[c + 1] - first[0], _ROWS):
             rows = z[i:min(i + _ROWS, first[c + 1] - first[0])]
@@ -366,7 +370,25 @@ def _accuracies(x: np.ndarray, y: np.ndarray, probes: list, classes: np.ndarray,
     return correct / len(y)
 
 
-def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class, bias=BIAS):
+def _torch_correct(z: np.ndarray, first: np.ndarray, parts: list, device, correct: np.ndarray) -> np.ndarray:
+    """`_accuracies`' counts with every product on a torch device (the features move there once)."""
+    import torch
+
+    zt = torch.from_numpy(np.ascontiguousarray(z)).to(device)
+    moved = [(None if b is None else torch.from_numpy(b).to(device), [torch.from_numpy(w).to(device) for w in ws])
+             for b, ws in parts]
+    counts = torch.zeros(correct.shape, dtype=torch.int64, device=device)
+    for c in range(len(first) - 1):
+        for i in range(first[c] - first[0], first[c + 1] - first[0], _ROWS):
+            rows = zt[i:min(i + _ROWS, first[c + 1] - first[0])]
+            for p, (basis, per_l2) in enumerate(moved):
+                k = rows if basis is None else rows @ basis
+                for j, w in enumerate(per_l2):
+                    counts[p, j] += ((k @ w).argmax(1) == c).sum()
+    return correct + counts.cpu().numpy()
+
+
+def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class, bias=BIAS, device=None):
     """Test (and validation) accuracy, arrays [seed, shots, l2], of the ridge probe over the whole sweep."""
     classes = np.unique(y_train)
     centre, scale = _moments(x_train.astype(np.float64))  # the training pool's: conditions the float32 product
@@ -381,12 +403,12 @@ def _ridge_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_c
         if val_per_class is not None:
             val = validation_indices(y_train, val_per_class, seed, max(shots))
             val_acc[a] = _accuracies(x_train[val], y_train[val], seed_probes, classes, len(grid), centre, scale,
-                                     bias)
-    test_acc = _accuracies(x_test, y_test, probes, classes, len(grid), centre, scale, bias)
+                                     bias, device)
+    test_acc = _accuracies(x_test, y_test, probes, classes, len(grid), centre, scale, bias, device)
     return test_acc.reshape(len(seeds), len(shots), len(grid)), val_acc
 
 
-def _logistic_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class, bias=None):
+def _logistic_sweep(x_train, y_train, x_test, y_test, shots, seeds, grid, val_per_class, bias=None, device=None):
     """As _ridge_sweep for the logistic probe; `bias` is unused (its intercept is never penalised)."""
     test_acc = np.zeros((len(seeds), len(shots), len(grid)))
     val_acc = np.full_like(test_acc, np.nan)
@@ -412,7 +434,7 @@ def select_on_validation(val_accuracy: np.ndarray, grid: Sequence[float]) -> np.
 def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5, 10, 25),
                   seeds: Sequence[int] = (0, 1, 2), l2: Sequence[float] = (2.0**10,), *,
                   method: str = "ridge", select_l2: bool = False, val_per_class: int = 10, bias: float = BIAS,
-                  check_features: bool = True):
+                  check_features: bool = True, device=None):
     """A tidy DataFrame (shots, seed, l2, accuracy): the probe at every shot count, seed and l2 value.
 
     method: "ridge" (closed form, the default) or "logistic" (`logistic_probe`, C = 1 / l2).
@@ -426,6 +448,8 @@ def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5
       the training pool (`validation_indices`: disjoint from that seed's k-shot examples, never from the
       test split). The table then has two more columns: val_accuracy, and selected (True on the one row
       per (shots, seed) whose l2 was chosen; its accuracy is the test accuracy to report).
+    device: a torch device (e.g. "cuda") for the ridge probe's scoring products, the sweep's largest cost;
+      None (the default) computes them in numpy. The decompositions stay float64 on the CPU.
     """
     import pandas as pd
 
@@ -439,7 +463,7 @@ def fewshot_probe(x_train, y_train, x_test, y_test, shots: Sequence[int] = (1, 5
         _check_features(x_test, "the test split")
     sweep = _ridge_sweep if method == "ridge" else _logistic_sweep
     test_acc, val_acc = sweep(x_train, y_train, x_test, y_test, shots, seeds, grid,
-                              val_per_class if select_l2 else None, bias)
+                              val_per_class if select_l2 else None, bias, device)
     columns = ["shots", "seed", "l2", "accuracy"] + (["val_accuracy", "selected"] if select_l2 else [])
     chosen = select_on_validation(val_acc, grid) if select_l2 else None
     rows = []

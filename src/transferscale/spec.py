@@ -288,6 +288,9 @@ class ExecutorSpec(_Strict):
     `max_retries` is how many times Ray runs a job again after its worker process died (killed, out of
     memory); an error the job raises is recorded as the run's failure, never retried. `address` is the Ray
     cluster to join ("auto", "HOST:PORT", "ray://HOST:PORT"); without one Ray starts on this machine.
+    `device` ("auto": CUDA when a job's process sees it, else the CPU; "cpu", "cuda", "cuda:N") and `precision`
+    ("auto": bfloat16 autocast on CUDA, float32 on the CPU; "fp32", "bf16") say where and how jobs compute
+    (transferscale/device.py).
     """
 
     kind: str = "local"
@@ -296,6 +299,15 @@ class ExecutorSpec(_Strict):
     memory: int | None = Field(None, gt=0)
     max_retries: int = Field(2, ge=0)
     address: str | None = Field(None, min_length=1)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value):
+        from transferscale.device import check_device
+
+        return check_device(value)
 
     @field_validator("memory", mode="before")
     @classmethod

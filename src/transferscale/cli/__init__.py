@@ -168,6 +168,9 @@ def run(
     address: Annotated[str | None, typer.Option(help="With --executor ray: the Ray cluster to join (auto, HOST:PORT "
                                                    "or ray://HOST:PORT). Default: the spec's, else start Ray on "
                                                    "this machine.")] = None,
+    device: Annotated[str | None, typer.Option(
+        help="Where jobs compute: auto (CUDA when present, else the CPU), cpu, cuda or cuda:N (default: the "
+        "device of the spec's executor table, auto).")] = None,
 ) -> None:
     """Run a study, or resume it: finished runs are never redone."""
     from transferscale.cli.progress import RichProgress
@@ -176,6 +179,8 @@ def run(
 
     try:
         study, text = load_spec(spec, quick=quick)
+        if device is not None:
+            study = with_device(study, device)
         study_dir = out or study.study_dir()
         console.print(f"[bold]study[/] {study.name}  ->  {study_dir}")
         record_run(study_dir)
@@ -201,6 +206,17 @@ def run(
     if study.costs:
         _measure_costs(study_dir, cache_dir)
     console.print(f"results: {study_dir / 'results.sqlite'}   (see `transferscale results {study_dir}`)")
+
+
+def with_device(study, device: str):
+    """The spec with `--device` as its [executor] device (checked as the spec checks it)."""
+    from transferscale.device import check_device
+
+    try:
+        check_device(device)
+    except ValueError as err:
+        raise TransferscaleError(f"--device: {err}") from None
+    return study.model_copy(update={"executor": study.executor.model_copy(update={"device": device})})
 
 
 def _measure_costs(study_dir: Path, cache_dir: Path | None) -> None:

@@ -42,6 +42,20 @@ class JobContext:
     def __setstate__(self, state):
         self.__init__(state["spec"], state["dir"], state["cache_dir"])
 
+    # ---- where tensors live ---------------------------------------------------------------------------
+    @property
+    def device(self):
+        """The torch.device this process computes on (the spec's `[executor] device`, resolved here)."""
+        if not hasattr(self, "_device"):
+            from transferscale.device import resolve_device
+
+            self._device = resolve_device(self.spec.executor.device)
+        return self._device
+
+    @property
+    def precision(self) -> str:
+        return self.spec.executor.precision
+
     # ---- progress -------------------------------------------------------------------------------------
     def phase(self, text: str) -> None:
         self.progress.phase(text)

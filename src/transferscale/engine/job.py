@@ -74,7 +74,8 @@ def build_backbone(run: Run, ctx: JobContext):
         resume_from = ()
     result = train(run.config, up.x_train, up.y_train, up.n_classes, ctx.checkpoint_path(run),
                    checkpoint_every=ctx.spec.training.checkpoint_every, on_step=ctx.train_step, keep=keep,
-                   resume_from=resume_from)
+                   resume_from=resume_from, device=None if ctx.device.type == "cpu" else ctx.device,
+                   precision=ctx.precision)
     return TimmBackbone(result.model, input_spec=up.input_spec), time.perf_counter() - t0
 
 
@@ -98,6 +99,8 @@ def execute_job(job: Job, ctx: JobContext) -> JobResult:
     run = job.run
     plan = ctx.plan
     backbone, train_s = build_backbone(run, ctx)
+    if ctx.device.type != "cpu" or ctx.precision == "bf16":
+        backbone.to(ctx.device, ctx.precision)
     t0 = time.perf_counter()
     start_notes = len(ctx.notes)
     rows = upstream_rows(run, backbone, ctx)

@@ -82,6 +82,10 @@ class StudyRunner:
         self.executor_options = executor_options(spec.executor, executor, address)
         # an unknown name, or an executor that cannot run here (ray not installed), fails before any work
         EXECUTORS.get(self.executor_options.kind).check(self.executor_options)
+        if self.executor_options.kind == "local":  # a device this machine lacks fails here (a Ray worker's may have it)
+            from transferscale.device import resolve_device
+
+            resolve_device(spec.executor.device)
 
     def pending(self, store: Store) -> list[Job]:
         """A job per run that is not done, or done but owing evaluations the spec added since.
@@ -175,7 +179,8 @@ class StudyRunner:
                 store.set_meta(created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
             self.progress.start(self.plan, [job.run for job in jobs], sum(work.values()))
             if jobs:
-                run_versions = versions()
+                run_versions = {**versions(), "device": self.spec.executor.device,
+                                "precision": self.spec.executor.precision}
                 executor = EXECUTORS.get(self.executor_options.kind).from_spec(self.executor_options)
                 started: dict[str, float] = {}
                 finished: set[str] = set()

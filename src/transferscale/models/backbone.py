@@ -29,10 +29,27 @@ class Backbone:
 
     modality: ClassVar[str] = "image"
     batch_size: int = BATCH
+    device: torch.device = torch.device("cpu")  # `to` moves a backbone elsewhere
+    precision: str = "fp32"
 
     def __init__(self, module: torch.nn.Module | None, *, has_head: bool = False):
         self.module = module
         self.has_head = has_head
+
+    def to(self, device, precision: str = "auto") -> Backbone:
+        """Compute on `device` (the module moves there) with forward passes autocast per `precision`
+        (transferscale.device); inputs are moved batch by batch, features come back float32 on the CPU."""
+        self.device, self.precision = torch.device(device), precision
+        if self.module is not None:
+            self.module.to(self.device)
+        return self
+
+    def _forward(self, fn, x: np.ndarray):
+        from transferscale.device import autocast, to_device
+
+        inputs = to_device(self.preprocess(x), self.device)
+        with autocast(self.device, self.precision):
+            return fn(inputs)
 
     # ---- what a subclass provides ---------------------------------------------------------------------
     def preprocess(self, x: np.ndarray) -> Any:
@@ -61,7 +78,7 @@ class Backbone:
             self.module.eval()
         chunks: dict[int, list[np.ndarray]] = {}
         for i in range(0, len(x), self.batch_size):
-            out = self.forward_layers(self.preprocess(x[i:i + self.batch_size]))
+            out = self._forward(self.forward_layers, x[i:i + self.batch_size])
             for layer, feats in out.items():
                 chunks.setdefault(layer, []).append(_numpy(feats))
         return {layer: np.concatenate(parts).astype(np.float32, copy=False) for layer, parts in chunks.items()}
@@ -72,7 +89,7 @@ class Backbone:
         self.module.eval()
         correct = 0
         for i in range(0, len(x), self.batch_size):
-            pred = self.logits(self.preprocess(x[i:i + self.batch_size])).argmax(1).numpy()
+            pred = self._forward(self.logits, x[i:i + self.batch_size]).float().argmax(1).cpu().numpy()
             correct += int((pred == y[i:i + self.batch_size]).sum())
         return correct / len(x)
 

@@ -137,7 +137,8 @@ class FewShot(Protocol):
             with threadpool_limits(1):
                 table = fewshot_probe(x_train, ds.y_train, test_layers[layer], ds.y_test, shots=p.shots,
                                       seeds=p.seeds, l2=p.l2, method=p.method, select_l2=p.select_l2,
-                                      val_per_class=p.val_per_class, check_features=False)
+                                      val_per_class=p.val_per_class, check_features=False,
+                                      device=None if ctx.device.type == "cpu" else ctx.device)
             if p.select_l2:  # the l2 chosen on validation is the one result; the others were only candidates
                 table = table[table.selected]
             rows += [Measurement(self.metric, task.name, r.accuracy, shots=r.shots, seed=r.seed, layer=layer,
