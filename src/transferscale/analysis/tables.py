@@ -433,3 +433,111 @@ def finetune_points(results: pd.DataFrame, top_shots: dict | None = None) -> pd.
     acc = at_top.groupby(["run", "task"])["value"].mean().rename("fewshot_acc")
     out = out.join(acc, on=["run", "task"])
     return out[FINETUNE_COLUMNS].reset_index(drop=True)
+
+
+# ---- the axes of a study's runs (the same-curve test, US and DS at odds, Pareto frontiers) ----------------
+
+AXIS_POINT_COLUMNS = ["protocol", "run", "name", "family", "upstream", "task", "shots", "us_acc", "ds_acc"]
+SCALE_AXES = ["family", "size", "data_fraction", "steps"]
+NOT_HYPER_PARAMETERS = ("data_fraction", "steps", "schedule_steps", "seed")  # scale, snapshot, chance
+AXIS_PROTOCOLS = ("fewshot", "finetune")
+
+
+class AxisTable(NamedTuple):
+    """What `axis_points` returns: the points, and which of their columns are axes, by kind. Each list holds
+    only the axes with more than one value among the points' runs."""
+
+    points: pd.DataFrame  # AXIS_POINT_COLUMNS, then every axis column
+    scale: list[str]  # of SCALE_AXES (and schedule_steps when snapshots and full runs mix)
+    shape: list[str]  # shape fields (a shape field named like another column gets a `shape_` prefix)
+    training: list[str]  # other training settings: lr, weight_decay, head_weight_decay, head_lr_mult, seed, ...
+
+    @property
+    def axes(self) -> list[str]:
+        """Every axis that varies, scale, shape and training."""
+        return [*self.scale, *self.shape, *self.training]
+
+    @property
+    def hyper_parameters(self) -> list[str]:
+        """The training settings that vary, less the data fraction, steps and seed: the upstream
+        hyper-parameters (e.g. head weight decay) that may put US and DS at odds."""
+        return [c for c in self.training if c not in NOT_HYPER_PARAMETERS]
+
+
+def run_axes(configs: dict[str, dict], runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Per run (`runs`: run, family, size, as `Store.runs_table` gives them): its axes from its config
+    (`configs`: {run key: config}, `Store.run_configs`). Returns (table, shape fields, training fields).
+
+    family and size as stored; data_fraction and steps from the config's training table (a snapshot's steps
+    are where it stops), schedule_steps the length of the schedule it follows (its own steps for a full
+    run); each field of the config's shape (a list such as ResNet widths as "16x32x64x128"); and every other
+    training setting (lr, weight_decay, and any a study adds, such as head_weight_decay). A run without a
+    shape or training table (a pretrained model, a baseline) has NaN there."""
+    import numpy as np
+
+    table = runs[["run", "family", "size"]].copy()
+    rows = []
+    for key in table["run"]:
+        config = configs.get(key) or {}
+        training = dict(config.get("training") or {})
+        if "steps" in training:
+            training.setdefault("schedule_steps", training["steps"])
+        shape = {k: "x".join(map(str, v)) if isinstance(v, list | tuple) else v
+                 for k, v in dict(config.get("shape") or {}).items()}
+        rows.append((training, shape))
+    training_keys = list(dict.fromkeys(k for t, _ in rows for k in t))
+    shape_keys = list(dict.fromkeys(k for _, s in rows for k in s))
+    for col in ("data_fraction", "steps"):
+        table[col] = [t.get(col, np.nan) for t, _ in rows]
+    fixed = set(AXIS_POINT_COLUMNS) | set(table.columns) | set(training_keys)
+    shape_cols = []
+    for k in shape_keys:
+        col = f"shape_{k}" if k in fixed else k
+        table[col] = pd.Series([s.get(k, np.nan) for _, s in rows], index=table.index)
+        shape_cols.append(col)
+    train_cols = [k for k in training_keys if k not in ("data_fraction", "steps")]
+    for k in train_cols:
+        table[k] = pd.Series([t.get(k, np.nan) for t, _ in rows], index=table.index)
+    return table, shape_cols, train_cols
+
+
+def axis_points(study, protocol: str = "fewshot", shots: int | None = None) -> AxisTable:
+    """One row per (trained run, task[, shots]) of a study, at the final layer: its US accuracy, its DS
+    accuracy (seed mean) under `protocol`, and every axis of its run (`run_axes`).
+
+    protocol "fewshot": `store_points(layers="final")` (final representation, layer -1), at every shot count
+    or only `shots`; "finetune": `finetune_points` (fine-tuned accuracy at the largest downstream data size,
+    shots NA). Baselines and runs without an upstream accuracy are left out, as in the fits. The axis lists
+    hold the axes with more than one value among these runs; the points keep every axis column."""
+    from transferscale.store import FINETUNE, UPSTREAM
+
+    if protocol not in AXIS_PROTOCOLS:
+        raise TransferscaleError(f"protocol {protocol!r}: use one of {AXIS_PROTOCOLS}")
+    with _opened(study) as store, store.snapshot():
+        runs = store.runs_table()
+        configs = store.run_configs()
+        if protocol == "fewshot":
+            pts = store_points(store, layers="final")
+            if shots is not None:
+                if not (pts["shots"] == int(shots)).any():
+                    have = sorted(int(s) for s in pts["shots"].dropna().unique())
+                    raise TransferscaleError(f"no few-shot result at {shots} shots; the study has {have or 'none'}")
+                pts = pts[pts["shots"] == int(shots)]
+        else:
+            rows = store.tidy_rows("m.metric IN (?, ?)", (FINETUNE, UPSTREAM))
+            ft = finetune_points(rows)
+            ft = ft[(ft["kind"] != "baseline") & ft["us_acc"].notna()]
+            pts = ft.rename(columns={"ft_acc": "ds_acc"}).assign(shots=pd.array([pd.NA] * len(ft), dtype="Int64"))
+    pts = pts.assign(protocol=protocol)[AXIS_POINT_COLUMNS].reset_index(drop=True)
+    axes, shape_cols, train_cols = run_axes(configs, runs)
+    points = pts.merge(axes.drop(columns=["family"]), on="run", how="left")
+    used = axes[axes["run"].isin(points["run"])]
+
+    def varies(col: str) -> bool:
+        return used[col].nunique(dropna=True) > 1
+
+    scale = [c for c in [*SCALE_AXES, "schedule_steps"] if c in used.columns and varies(c)]
+    if "schedule_steps" in scale and used["schedule_steps"].equals(used["steps"]):
+        scale.remove("schedule_steps")  # no snapshots: every run follows its own schedule, nothing beyond steps
+    training = [c for c in train_cols if c != "schedule_steps" and varies(c)]
+    return AxisTable(points, scale, [c for c in shape_cols if varies(c)], training)

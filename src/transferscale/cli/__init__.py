@@ -20,6 +20,7 @@ import typer  # noqa: E402
 from rich.console import Console
 from rich.markup import escape  # noqa: E402
 
+from transferscale.cli.axes import axes_command  # noqa: E402
 from transferscale.cli.cost import cost_command  # noqa: E402
 from transferscale.cli.fit import fit_command  # noqa: E402
 from transferscale.cli.probe import probe_command  # noqa: E402
@@ -349,4 +350,5 @@ app.command("probe")(probe_command)
 app.command("fit")(fit_command)
 app.command("report")(report_command)
 app.command("cost")(cost_command)
+app.command("axes")(axes_command)
 

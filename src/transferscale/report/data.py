@@ -68,6 +68,8 @@ class ReportData:
     # per (run, task) fine-tuned: model, family, size, kind, run_kind, task, ft_acc, n_seeds, us_acc,
     # fewshot_shots, fewshot_acc (analysis.tables.finetune_points); baselines are references, not points
     finetune: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FINETUNE_COLUMNS))
+    # a study's axes and costs (report.shape.ShapeData: the same-curve test, Pareto frontiers); None for a table
+    shape: object | None = None
 
     def shot_label(self, shots) -> str:
         return f"{shots}-shot" if self.has_shots else ""
@@ -144,7 +146,15 @@ def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: 
         reproduce=_run_command(study_dir, meta, spec),
         spec_text=meta.get("spec"),
         finetune=finetune,
+        shape=_shape(store),
     )
+
+
+def _shape(store):
+    """The same-curve test and the costs' frontiers (report.shape), from the open store."""
+    from transferscale.report.shape import load_shape
+
+    return load_shape(store)
 
 
 def _deepest_layer(store, runs_read: pd.DataFrame, us: pd.DataFrame, pts: pd.DataFrame, mode: str) -> pd.DataFrame:

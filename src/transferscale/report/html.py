@@ -13,6 +13,7 @@ from transferscale.report.data import FINETUNE_HINT, LAYER_HINT, ReportData
 from transferscale.report.figures import DENSE_POINTS
 from transferscale.report.figures_tasks import DENSE_MODELS
 from transferscale.report.numbers import HOLDOUT_QUANTILE, Analysis, summary
+from transferscale.report.shape import cost_sections, same_curve_sections
 from transferscale.report.template import CSS, PAGE
 
 
@@ -26,9 +27,11 @@ def page(data: ReportData, res: Analysis, figs: dict, command: str, seconds: flo
         ("extrapolation", "Predicting the strongest runs", _extrapolation(data, res)),
         ("shots", "The law against shots", _shots(data, res, figs)),
         ("axes", "Scaling axes", _axes(data, res, figs)),
+        *same_curve_sections(data),
         ("correlations", "Rank correlations", _correlations(res, figs)),
         ("layers", "Layer-wise probes", _layers(data, res, figs)),
         ("finetune", "Fine-tuning", _finetune(data, figs)),
+        *cost_sections(data),
         ("reproduce", "Reproduce", _reproduce(data, res, command)),
     ]
     nav = "".join(f'<li><a href="#{key}">{escape(title)}</a></li>' for key, title, _ in sections)
