@@ -23,3 +23,8 @@ __all__ += ["attach_costs", "pareto_frontier"]
 __all__ += ["count_sentence", "extrapolation_table", "extrapolation_verdicts", "saturation_verdicts",
             "task_sentences"]
 __all__ += ["GapFit", "crossing_size", "effective_data", "gap_points"]
+
+from transferscale.analysis.atodds import at_odds, best_checkpoints  # noqa: E402
+from transferscale.analysis.samecurve import adjust_pvalues, same_curve_sentences, same_curve_test  # noqa: E402
+
+__all__ += ["adjust_pvalues", "at_odds", "best_checkpoints", "same_curve_sentences", "same_curve_test"]
