@@ -101,3 +101,24 @@ def test_ties_are_broken_by_us_then_label_and_one_run_has_no_runner_up():
     assert best.loc["t", "best"] == "c" and best.loc["t", "next_best"] == "a"  # c: higher US; a before b
     assert best.loc["t", "margin_next"] == 0
     assert pd.isna(best.loc["u", "next_best"]) and np.isnan(best.loc["u", "margin_next"])
+
+
+def test_the_best_shape_per_budget_and_whether_upstream_picks_it():
+    from transferscale.analysis.atodds import budget_sentences
+
+    rows = []
+    # per budget, four depths; at 20k the deepest wins DS but the shallowest wins US; at 60k one shape wins both
+    for budget, us, ds in ((20000, [0.50, 0.45, 0.42, 0.40], [0.30, 0.31, 0.33, 0.36]),
+                           (60000, [0.55, 0.60, 0.52, 0.50], [0.35, 0.40, 0.34, 0.33])):
+        for depth, u, d in zip((1, 2, 4, 8), us, ds, strict=True):
+            rows.append(dict(task="far", family="vit", matched_params=budget, depth=depth,
+                             name=f"vit-depth{depth}-p{budget // 1000}k", us_acc=u, ds_acc=d))
+    per = best_checkpoints(pd.DataFrame(rows), by=["task", "family", "matched_params"])
+    assert per["best"].tolist() == ["vit-depth8-p20k", "vit-depth2-p60k"]
+    assert per["best_upstream"].tolist() == ["vit-depth1-p20k", "vit-depth2-p60k"]
+    assert per["margin_upstream"].round(6).tolist() == [6.0, 0.0]
+    lines = budget_sentences(per, ["task"])
+    assert lines[0].startswith("At equal parameters, the shape best downstream is also the best upstream in 1 of 2")
+    assert "costs 6.0 points" in lines[0]
+    assert lines[1] == ("On far, vit at 20,000 parameters: vit-depth8-p20k wins DS (0.360), not vit-depth1-p20k, "
+                        "the best upstream (0.300).")

@@ -33,7 +33,8 @@ def test_the_same_curve_section_says_the_test_in_words(page):
     html = _section(page, "samecurve")
     assert html is not None and 'href="#samecurve"' in page
     assert "On far, 10-shot, head weight decay adds information beyond US" in html
-    assert "On near, 10-shot, family, size, steps, widths, embed dim, head weight decay: no information beyond" in html
+    assert "On near, 10-shot, family, size, steps, embed dim, head weight decay: no information beyond" in html
+    assert "widths: cannot tell" in html
     assert "US and DS at odds across head weight decay" in html
     assert "On far, 10-shot, US and DS are at odds across head weight decay in 8 of 8 settings" in html
     assert "The best checkpoint per task" in html and "resnet-m-d1-s300-hwd10" in html

@@ -203,6 +203,28 @@ class AxesAnalysis(NamedTuple):
     by: list[str]  # the columns the tables are grouped by
     axes: list[str]  # the axes tested
     hyper_parameters: list[str]  # the axes of `at_odds`
+    per_budget: pd.DataFrame | None = None  # best_checkpoints per (group, family, matched_params): Tay et al.'s
+
+
+def budget_sentences(per_budget: pd.DataFrame, by: Sequence[str] = ("task",)) -> list[str]:
+    """Tay et al.'s question in words, from `best_checkpoints` grouped by (by, family, matched_params): at each
+    parameter budget, which shape wins downstream, and whether it is the one that wins upstream."""
+    if per_budget is None or per_budget.empty:
+        return []
+    same = per_budget["best"] == per_budget["best_upstream"]
+    lines = [f"At equal parameters, the shape best downstream is also the best upstream in {int(same.sum())} of "
+             f"{len(per_budget)} (task, family, budget) groups; where it is not, choosing by US costs "
+             f"{per_budget.loc[~same, 'margin_upstream'].median():.1f} points (median)." if (~same).any() else
+             f"At equal parameters, the shape best downstream is also the best upstream in all {len(per_budget)} "
+             "(task, family, budget) groups."]
+    from transferscale.analysis.samecurve import group_label
+
+    for r in per_budget[~same].to_dict("records"):
+        head = group_label(r, [c for c in by if c in r])
+        lines.append(f"On {head}, {r['family']} at {int(r['matched_params']):,} parameters: {r['best']} wins DS "
+                     f"({r['best_ds']:.3f}), not {r['best_upstream']}, the best upstream "
+                     f"({r['best_upstream_ds']:.3f}).")
+    return lines
 
 
 def analyse_axes(table, axes: Sequence[str] | None = None, *, by: Sequence[str] = ("task", "shots"),
@@ -235,4 +257,8 @@ def analyse_axes(table, axes: Sequence[str] | None = None, *, by: Sequence[str] 
     hypers = [h for h in table.hyper_parameters if h in axes]
     odds = [at_odds(points, h, [a for a in known if a != h], by=by) for h in hypers]
     stacked = pd.concat(odds, ignore_index=True) if odds else pd.DataFrame(columns=[*by, *AT_ODDS_COLUMNS])
-    return AxesAnalysis(curve, stacked, best_checkpoints(points, by=by), by, list(axes), hypers)
+    per_budget = None
+    if "matched_params" in known:
+        budgeted = points[points["matched_params"].notna()]
+        per_budget = best_checkpoints(budgeted, by=[*by, "family", "matched_params"])
+    return AxesAnalysis(curve, stacked, best_checkpoints(points, by=by), by, list(axes), hypers, per_budget)

@@ -432,7 +432,9 @@ def same_curve_sentences(table: pd.DataFrame, by: Sequence[str] | None = None) -
         key = key if isinstance(key, tuple) else (key,)
         head = dict(zip(by, key))
         found = g[g["adds_information"]]
-        tested = g[g["p_value"].notna() & ~g["adds_information"]]
+        plain = g["p_value"].notna() & ~g["adds_information"]
+        tested = g[plain & (g["us_overlap"] != 0)]
+        weak = [axis_label(a) for a in g[plain & (g["us_overlap"] == 0)]["axis"]]
         untested = g[g["p_value"].isna()]
         parts = []
         for r in found.itertuples(index=False):
@@ -444,12 +446,22 @@ def same_curve_sentences(table: pd.DataFrame, by: Sequence[str] | None = None) -
                          f"{names}: no information beyond US (the same curve)")
         for r in untested.itertuples(index=False):
             parts.append(f"{axis_label(r.axis)} not tested ({r.reason})")
-        weak = [axis_label(r.axis) for r in tested.itertuples(index=False) if r.us_overlap == 0]
         if weak:
-            parts.append(f"({', '.join(weak)}: levels apart in US, so the test cannot see a difference)")
+            parts.append(f"{', '.join(weak)}: cannot tell (their levels lie apart in US accuracy, where the curve "
+                         "absorbs any difference)")
         text = "; ".join(parts) if parts else "nothing to test"
         rows.append({**head, "sentence": f"On {group_label(head, by)}, {text}."})
     return pd.DataFrame(rows, columns=[*by, "sentence"])
+
+
+def verdict_word(row: dict) -> str:
+    """One row's verdict: "adds information", "same curve", "cannot tell" (tested, but its levels lie apart
+    in US, where a monotone curve absorbs any difference) or "not tested"."""
+    if row["p_value"] != row["p_value"]:
+        return "not tested"
+    if row["adds_information"]:
+        return "adds information"
+    return "cannot tell" if row["us_overlap"] == 0 else "same curve"
 
 
 def _p(p: float) -> str:

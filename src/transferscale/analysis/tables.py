@@ -470,7 +470,8 @@ def run_axes(configs: dict[str, dict], runs: pd.DataFrame) -> tuple[pd.DataFrame
 
     family and size as stored; data_fraction and steps from the config's training table (a snapshot's steps
     are where it stops), schedule_steps the length of the schedule it follows (its own steps for a full
-    run); each field of the config's shape (a list such as ResNet widths as "16x32x64x128"); and every other
+    run); each field of the config's shape (a list such as ResNet widths as "16x32x64x128") and, for a shape
+    matched to a parameter budget, `matched_params`; and every other
     training setting (lr, weight_decay, and any a study adds, such as head_weight_decay). A run without a
     shape or training table (a pretrained model, a baseline) has NaN there."""
     import numpy as np
@@ -484,6 +485,8 @@ def run_axes(configs: dict[str, dict], runs: pd.DataFrame) -> tuple[pd.DataFrame
             training.setdefault("schedule_steps", training["steps"])
         shape = {k: "x".join(map(str, v)) if isinstance(v, list | tuple) else v
                  for k, v in dict(config.get("shape") or {}).items()}
+        if "matched_params" in config:  # the parameter budget `match` solved the shape's width for
+            shape["matched_params"] = config["matched_params"]
         rows.append((training, shape))
     training_keys = list(dict.fromkeys(k for t, _ in rows for k in t))
     shape_keys = list(dict.fromkeys(k for _, s in rows for k in s))

@@ -141,6 +141,13 @@ def print_analysis(console, result, notes: list[str]) -> None:
     console.print(best_table(result.best, result.by))
     for sentence in best_sentences(result.best, result.by):
         console.print(f"  {escape(sentence)}", highlight=False)
+    if result.per_budget is not None and len(result.per_budget):
+        from transferscale.analysis.atodds import budget_sentences
+
+        console.print(best_table(result.per_budget, [*result.by, "family", "matched_params"],
+                                 title="the best shape per parameter budget (margins in accuracy points)"))
+        for sentence in budget_sentences(result.per_budget, result.by):
+            console.print(f"  {escape(sentence)}", highlight=False)
 
 
 def _cell(v, spec: str = ".3f") -> str:
@@ -148,6 +155,8 @@ def _cell(v, spec: str = ".3f") -> str:
 
 
 def same_curve_table(curve, by: list[str]) -> Table:
+    from transferscale.analysis.samecurve import verdict_word
+
     table = Table(title="the same curve? residuals of DS on a monotone curve of US, tested per axis")
     cols = [*by, "axis", "n", "levels", "eta²", "p", "p adj.", "effect (pts)", "high vs low", "US overlap", "verdict"]
     for c in cols:
@@ -155,7 +164,8 @@ def same_curve_table(curve, by: list[str]) -> Table:
                          overflow="fold")
     for r in curve.to_dict("records"):
         tested = r["p_value"] == r["p_value"]
-        verdict = ("[bold]adds information[/]" if r["adds_information"] else "same curve") if tested else \
+        word = verdict_word(r)
+        verdict = (f"[bold]{word}[/]" if r["adds_information"] else word) if tested else \
             f"[dim]{escape(str(r['reason']))}[/]"
         if tested and r["reason"]:
             verdict += f" [dim]({escape(str(r['reason']))})[/]"
@@ -182,8 +192,8 @@ def at_odds_table(odds, by: list[str]) -> Table:
     return table
 
 
-def best_table(best, by: list[str]) -> Table:
-    table = Table(title="the best checkpoint per task (margins in accuracy points)")
+def best_table(best, by: list[str], title: str = "the best checkpoint per task (margins in accuracy points)") -> Table:
+    table = Table(title=title)
     cols = [*by, "best", "DS", "US", "next best", "margin", "best upstream", "its DS", "margin over it"]
     for c in cols:
         table.add_column(c, justify="left" if c in (*by, "best", "next best", "best upstream") else "right",

@@ -147,6 +147,13 @@ def _same_curve_html(shape: ShapeData) -> str:
         html += f"<ul class='verdicts'>{odds}</ul>" + _odds_table(res.at_odds, res.by)
     best = "".join(f"<li>{escape(s)}</li>" for s in best_sentences(res.best, res.by))
     html += f"<h3>The best checkpoint per task</h3><ul class='verdicts'>{best}</ul>"
+    if res.per_budget is not None and len(res.per_budget):
+        from transferscale.analysis.atodds import budget_sentences
+
+        items = "".join(f"<li>{escape(s)}</li>" for s in budget_sentences(res.per_budget, res.by))
+        html += ("<h3>The best shape per parameter budget</h3><p>Tay et al.'s question: among shapes matched "
+                 f"to the same number of parameters, does the one best upstream win downstream?</p>"
+                 f"<ul class='verdicts'>{items}</ul>")
     return html + "".join(f"<p class='note'>{escape(n)}</p>" for n in shape.notes)
 
 
@@ -156,6 +163,8 @@ def _td(v, spec: str, left: bool = False) -> str:
 
 
 def _curve_table(curve: pd.DataFrame, by: list) -> str:
+    from transferscale.analysis.samecurve import verdict_word
+
     cols = ["task", "axis", "rows", "levels", "η²", "p", "p adj.", "effect (pts)", "high vs low", "US overlap",
             "verdict"]
     head = "".join(f'<th class="{"l" if c in ("task", "axis", "high vs low", "verdict") else ""}">{escape(c)}</th>'
@@ -163,7 +172,8 @@ def _curve_table(curve: pd.DataFrame, by: list) -> str:
     rows = []
     for r in curve.to_dict("records"):
         tested = r["p_value"] == r["p_value"]
-        verdict = ("<b>adds information</b>" if r["adds_information"] else "same curve") if tested else \
+        word = verdict_word(r)
+        verdict = (f"<b>{word}</b>" if r["adds_information"] else word) if tested else \
             f'<span class="muted">{escape(str(r["reason"]))}</span>'
         hl = f"{r['high_level']} > {r['low_level']}" if tested and r["effect"] > 0 else "-"
         levels = r["levels"] if r["levels"] is not pd.NA else None
