@@ -239,3 +239,14 @@ def test_bad_arguments_are_one_clear_error():
         same_curve_test(df, ["depth"], by=["sim"])
     with pytest.raises(TransferscaleError, match="no axis"):
         same_curve_test(df, [], by=["sim"])
+
+
+def test_an_axis_that_splits_the_runs_as_an_earlier_one_is_not_tested_twice():
+    pts = simulated(1, n=60, seed=3, delta=0.03)
+    pts["lr"] = np.where(pts["steps"] == 300, 0.006, 0.002)  # set with the steps, as a per-family lr is
+    both = same_curve_test(pts, ["steps", "lr", "size"], by=["sim"], n_permutations=199)
+    alone = same_curve_test(pts, ["steps", "size"], by=["sim"], n_permutations=199)
+    lr = both.set_index("axis").loc["lr"]
+    assert np.isnan(lr["p_value"]) and lr["reason"] == "the same split of the runs as steps"
+    assert both.attrs["n_tests"] == alone.attrs["n_tests"] == 2
+    assert both.set_index("axis").loc["steps", "p_adjusted"] == alone.set_index("axis").loc["steps", "p_adjusted"]

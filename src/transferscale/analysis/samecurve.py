@@ -79,7 +79,8 @@ def same_curve_test(points: pd.DataFrame, axes: Sequence[str], *, us: str = "us_
     and low_level (the levels with the highest and lowest mean residual), us_overlap, permutations (how many
     relabellings the p-value rests on), exact (True when they were all enumerated), adds_information
     (p_adjusted <= alpha), reason (why an axis was not tested, or a caution; "" otherwise). An axis that
-    cannot be tested in a group (fewer than `min_points` rows, one level, every row its own level) gets NaN
+    cannot be tested in a group (fewer than `min_points` rows, one level, every row its own level, or the same
+    grouping of the rows as an axis listed before it, such as a learning rate set per family) gets NaN
     numbers, adds_information False and its reason, and takes no part in the correction.
 
     Rows missing US or DS are dropped. Each (group, axis) draws its relabellings from its own seed
@@ -114,11 +115,16 @@ def same_curve_test(points: pd.DataFrame, axes: Sequence[str], *, us: str = "us_
     for key, g in groups:
         key = key if isinstance(key, tuple) else (key,)
         residual, why = _residuals(g[us].to_numpy(float), g[ds].to_numpy(float), fit, min_points)
+        splits: dict[bytes, str] = {}
         for axis in axes:
             row = dict(zip(by, key))
             row["axis"] = axis
+            split = pd.factorize(g[axis], use_na_sentinel=False)[0].tobytes()
+            alias = splits.setdefault(split, axis)
             if why:
                 row.update(_untested(len(g), why))
+            elif alias != axis:  # the same grouping of the rows as an axis before it: one test, not two
+                row.update(_untested(len(g), f"the same split of the runs as {axis_label(alias)}"))
             else:
                 rng = np.random.default_rng(group_seed(seed, (*key, axis)))
                 row.update(_test_axis(g, residual, axis, strata, us, ds, fit, int(n_permutations),
