@@ -70,6 +70,9 @@ class ReportData:
     finetune: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FINETUNE_COLUMNS))
     # a study's axes and costs (report.shape.ShapeData: the same-curve test, Pareto frontiers); None for a table
     shape: object | None = None
+    # pretrained against from-scratch accuracy by data size and the gap law (report.gap.GapData); None for a
+    # table, or a study with no `scratch_accuracy` rows
+    gap: object | None = None
 
     def shot_label(self, shots) -> str:
         return f"{shots}-shot" if self.has_shots else ""
@@ -147,6 +150,7 @@ def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: 
         spec_text=meta.get("spec"),
         finetune=finetune,
         shape=_shape(store),
+        gap=_gap(store, tasks),
     )
 
 
@@ -155,6 +159,14 @@ def _shape(store):
     from transferscale.report.shape import load_shape
 
     return load_shape(store)
+
+
+def _gap(store, tasks: list):
+    """The pretrain-or-not section's data (report.gap.load_gap: the scratch rows, the sized fine-tuning rows
+    and those runs' final-layer probes, a few rows), or None when nothing was trained from scratch."""
+    from transferscale.report.gap import load_gap
+
+    return load_gap(store, tasks)
 
 
 def _deepest_layer(store, runs_read: pd.DataFrame, us: pd.DataFrame, pts: pd.DataFrame, mode: str) -> pd.DataFrame:

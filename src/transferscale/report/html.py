@@ -12,6 +12,7 @@ from transferscale.report import style
 from transferscale.report.data import FINETUNE_HINT, LAYER_HINT, ReportData
 from transferscale.report.figures import DENSE_POINTS
 from transferscale.report.figures_tasks import DENSE_MODELS
+from transferscale.report.gap import gap_sections
 from transferscale.report.numbers import HOLDOUT_QUANTILE, Analysis, summary
 from transferscale.report.shape import cost_sections, same_curve_sections
 from transferscale.report.template import CSS, PAGE
@@ -31,6 +32,7 @@ def page(data: ReportData, res: Analysis, figs: dict, command: str, seconds: flo
         ("correlations", "Rank correlations", _correlations(res, figs)),
         ("layers", "Layer-wise probes", _layers(data, res, figs)),
         ("finetune", "Fine-tuning", _finetune(data, figs)),
+        *gap_sections(data),
         *cost_sections(data),
         ("reproduce", "Reproduce", _reproduce(data, res, command)),
     ]
