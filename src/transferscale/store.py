@@ -4,9 +4,17 @@ Tables
   meta          key/value: the spec text, when the study was created, versions
   runs          one row per run key: name, kind, family, size, config (JSON), status, error, timings, versions
   evaluations   one row per finished evaluation key: run, task, protocol; a changed probe re-runs only what changed
-  measurements  (run, metric, task, shots, seed, layer, l2) -> value, and the layer's relative depth in (0, 1]
+  measurement_rows  (run, metric, task, shots, seed, layer, l2) -> value, and the layer's relative depth in (0, 1];
+                run, metric and task as integer codes into
+  run_codes     run key <-> code, and
+  name_codes    metric or task name <-> code (a study's millions of rows repeat a few dozen strings)
   costs         one row per architecture key (models/cost.py): parameters, forward FLOPs per example, training
                 and inference throughput measured on a named machine (`transferscale cost` fills it)
+
+`measurements` is a view of measurement_rows with the strings looked up: the table as stores before the codes
+held it (run, metric, task, shots, seed, layer, l2, value, depth), for SQL written against it; its triggers
+let INSERT, UPDATE and DELETE through. A writer (`Store(dir)`) converts a store of that older layout in one
+transaction when it opens it; a reader (`create=False`) reads it as it is.
 
 Everything a run produces is written in one transaction, so a study killed at any moment holds either all
 of a run's results or none of them. Columns that do not apply are stored as -1 (SQLite treats NULLs in a
@@ -51,14 +59,6 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS evaluations (
     key TEXT PRIMARY KEY, run TEXT NOT NULL, task TEXT NOT NULL, finished REAL, protocol TEXT
 );
-CREATE TABLE IF NOT EXISTS measurements (
-    run TEXT NOT NULL, metric TEXT NOT NULL, task TEXT NOT NULL, shots INTEGER NOT NULL,
-    seed INTEGER NOT NULL, layer INTEGER NOT NULL, l2 REAL NOT NULL, value REAL NOT NULL,
-    depth REAL NOT NULL DEFAULT -1,
-    PRIMARY KEY (run, metric, task, shots, seed, layer, l2)
-);
--- the readers ask for one metric, the final layer or every other, one shot count: this finds those rows
-CREATE INDEX IF NOT EXISTS measurements_by_metric ON measurements (metric, layer, shots);
 -- what each architecture costs (models/cost.py); added after the others: CREATE creates it in older stores
 CREATE TABLE IF NOT EXISTS costs (
     arch TEXT PRIMARY KEY, label TEXT NOT NULL, family TEXT, architecture TEXT NOT NULL, params INTEGER NOT NULL,
@@ -66,6 +66,75 @@ CREATE TABLE IF NOT EXISTS costs (
     infer_throughput_median REAL, batch_size INTEGER NOT NULL, threads INTEGER NOT NULL, repeats INTEGER,
     warmup INTEGER, torch TEXT, machine TEXT, measured REAL NOT NULL, seconds REAL
 );
+"""
+# The measurements, coded (see the module's docstring). A WITHOUT ROWID table is its primary key's b-tree:
+# each row is stored once, in (run, metric, task, ...) order. The index serves the readers' questions (one
+# metric, the final layer or every other, one shot count); it holds the primary key's other columns too, so
+# the rows of a (run, task, shots, layer) group come out of it together, in order, with no sort to group them.
+_CODED_TABLES = """
+CREATE TABLE IF NOT EXISTS run_codes (code INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS name_codes (code INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS measurement_rows (
+    run INTEGER NOT NULL, metric INTEGER NOT NULL, task INTEGER NOT NULL, shots INTEGER NOT NULL,
+    seed INTEGER NOT NULL, layer INTEGER NOT NULL, l2 REAL NOT NULL, value REAL NOT NULL,
+    depth REAL NOT NULL DEFAULT -1,
+    PRIMARY KEY (run, metric, task, shots, seed, layer, l2)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS measurements_by_metric ON measurement_rows (metric, layer, shots);
+"""
+def _code_of(table: str, col: str, value: str) -> str:
+    return f"(SELECT code FROM {table} WHERE {col} = {value})"
+
+
+def _codes_of(row: str) -> str:
+    """SQL for the codes of a `measurements` row's strings (NEW or OLD, in a trigger)."""
+    return ", ".join((_code_of("run_codes", "key", f"{row}.run"), _code_of("name_codes", "name", f"{row}.metric"),
+                      _code_of("name_codes", "name", f"{row}.task")))
+
+
+# codes for a new row's strings: a plain INSERT ... WHERE NOT EXISTS, which the conflict clause of the
+# statement that fired the trigger (INSERT OR REPLACE INTO measurements) cannot turn into a REPLACE, which
+# would renumber a code
+_INTERN = " ".join(f"INSERT INTO {table} ({col}) SELECT NEW.{new} WHERE NOT EXISTS "
+                   f"(SELECT 1 FROM {table} WHERE {col} = NEW.{new});"
+                   for table, col, new in (("run_codes", "key", "run"), ("name_codes", "name", "metric"),
+                                           ("name_codes", "name", "task")))
+_OLD_ROW = (f"(run, metric, task) = ({_codes_of('OLD')}) AND shots = OLD.shots AND seed = OLD.seed "
+            "AND layer = OLD.layer AND l2 = OLD.l2")
+_MEASUREMENTS_VIEW = f"""
+CREATE VIEW IF NOT EXISTS measurements AS
+    SELECT k.key AS run, a.name AS metric, b.name AS task, x.shots, x.seed, x.layer, x.l2, x.value, x.depth
+    FROM measurement_rows x LEFT JOIN run_codes k ON k.code = x.run LEFT JOIN name_codes a ON a.code = x.metric
+    LEFT JOIN name_codes b ON b.code = x.task;
+CREATE TRIGGER IF NOT EXISTS measurements_insert INSTEAD OF INSERT ON measurements BEGIN
+    {_INTERN}
+    INSERT INTO measurement_rows VALUES ({_codes_of('NEW')}, NEW.shots, NEW.seed, NEW.layer, NEW.l2, NEW.value,
+                                         COALESCE(NEW.depth, -1));
+END;
+CREATE TRIGGER IF NOT EXISTS measurements_update INSTEAD OF UPDATE ON measurements BEGIN
+    {_INTERN}
+    UPDATE measurement_rows SET (run, metric, task, shots, seed, layer, l2, value, depth) =
+        ({_codes_of('NEW')}, NEW.shots, NEW.seed, NEW.layer, NEW.l2, NEW.value, NEW.depth) WHERE {_OLD_ROW};
+END;
+CREATE TRIGGER IF NOT EXISTS measurements_delete INSTEAD OF DELETE ON measurements BEGIN
+    DELETE FROM measurement_rows WHERE {_OLD_ROW};
+END;
+"""
+_CODED_SCHEMA = _CODED_TABLES + _MEASUREMENTS_VIEW
+# What the store's own queries read as `m`: the view's columns and the codes (run_code, metric_code,
+# task_code) to group and seek by. A temporary view (the connection's, not the file's); LEFT JOINs, which
+# SQLite may leave out of a query that uses none of their columns (at worst, a lookup in a small table).
+_CODED_VIEW = """CREATE TEMP VIEW coded_measurements AS
+    SELECT k.key AS run, a.name AS metric, b.name AS task, x.shots, x.seed, x.layer, x.l2, x.value, x.depth,
+           x.run AS run_code, x.metric AS metric_code, x.task AS task_code
+    FROM main.measurement_rows x LEFT JOIN main.run_codes k ON k.code = x.run
+    LEFT JOIN main.name_codes a ON a.code = x.metric LEFT JOIN main.name_codes b ON b.code = x.task"""
+# A store of the older layout, opened to read: the same names over its table, each string its own code.
+_STRING_VIEWS = """
+CREATE TEMP VIEW measurement_rows AS SELECT * FROM main.measurements;
+CREATE TEMP VIEW run_codes AS SELECT key AS code, key FROM main.runs;
+CREATE TEMP VIEW coded_measurements AS
+    SELECT *, run AS run_code, metric AS metric_code, task AS task_code FROM main.measurements;
 """
 # The costs table's columns (`Store.write_costs`, `Store.costs`): arch (models.cost.architecture_key), label
 # (a readable name), family, architecture (JSON: family, shape, input size, channels, classes; or the source),
@@ -106,7 +175,10 @@ class RunCommit(NamedTuple):
 
 
 class Store:
-    """A study's SQLite file. Open with `Store(study_dir)`; it is created on first use."""
+    """A study's SQLite file. Open with `Store(study_dir)`; it is created on first use.
+
+    `coded` says whether its measurements have the coded layout (False: a store of the older layout, opened
+    to read with `create=False`; a writer converts it)."""
 
     def __init__(self, study_dir: str | Path, *, create: bool = True):
         self.dir = Path(study_dir)
@@ -145,15 +217,25 @@ class Store:
             if problems != ["ok"]:
                 raise self._damaged("; ".join(problems))
         if not create:  # a reader never changes the file, not even to migrate it
-            if "runs" not in self._tables():
+            tables = self._tables()
+            if "runs" not in tables or not {"measurement_rows", "measurements"} & tables:
                 raise self._no_study()
             self.conn.execute("PRAGMA journal_mode=WAL")  # a no-op on a study's store: it is WAL already
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.coded = "measurement_rows" in tables
+            # the older layout, strings in every row, is read as it is, through views that give its table
+            # the names of the coded one (each string is its own code)
+            self.conn.executescript(_CODED_VIEW + ";" if self.coded else _STRING_VIEWS)
             return
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.executescript(_SCHEMA)
         self._migrate()
+        if "measurements" in self._tables():  # the older layout: code it
+            self._code_measurements()
+        self.conn.executescript(_CODED_SCHEMA)
+        self.conn.execute(_CODED_VIEW)
+        self.coded = True
 
     def _tables(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -217,11 +299,14 @@ class Store:
 
         Tables added since (costs) need no step here: `_SCHEMA` creates what is missing (CREATE TABLE IF NOT
         EXISTS) each time a writer opens the store. Readers never migrate; they read a missing table as empty.
+        The measurements of the layout before the codes are brought up to date here, then coded
+        (`_code_measurements`).
         """
         if "attempted" not in self._columns("runs"):  # a store written before failures recorded their evaluations
             with self.conn:
                 self.conn.execute("ALTER TABLE runs ADD COLUMN attempted TEXT")
-        if "depth" not in self._columns():  # a store written before layer-wise probes: final layers only
+        if "measurements" in self._tables() and "depth" not in self._columns("measurements"):
+            # a store written before layer-wise probes: final layers only
             with self.conn:
                 self.conn.execute("ALTER TABLE measurements ADD COLUMN depth REAL NOT NULL DEFAULT -1")
                 self.conn.execute("UPDATE measurements SET depth = 1.0 WHERE layer = -1 AND shots != -1")
@@ -232,7 +317,36 @@ class Store:
                     self.conn.execute("UPDATE evaluations SET protocol = ?, task = substr(task, ?) "
                                       "WHERE task LIKE ?", (new, len(old) + 1, old + "%"))
 
-    def _columns(self, table: str = "measurements") -> set[str]:
+    def _code_measurements(self) -> None:
+        """Move the rows of the older layout's `measurements` table (run key, metric and task strings in each
+        row) into the coded tables, and put the view in its place: all of it in one transaction, so a store
+        killed meanwhile is left as it was and converted at the next open. Then VACUUM gives the pages the
+        strings took back to the disk (itself atomic; skipped where it cannot run, e.g. short of disk space).
+        Codes follow the runs' order, names their sorted order."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(_CODED_TABLES):
+                conn.execute(statement)  # one by one: executescript would commit first
+            conn.execute("INSERT INTO run_codes (key) SELECT key FROM runs ORDER BY rowid")
+            conn.execute("INSERT OR IGNORE INTO run_codes (key) SELECT DISTINCT run FROM measurements ORDER BY run")
+            conn.execute("INSERT OR IGNORE INTO name_codes (name) SELECT metric FROM measurements UNION "
+                         "SELECT task FROM measurements ORDER BY 1")
+            conn.execute("""INSERT INTO measurement_rows
+                SELECT k.code, a.code, b.code, m.shots, m.seed, m.layer, m.l2, m.value, m.depth
+                FROM measurements m JOIN run_codes k ON k.key = m.run JOIN name_codes a ON a.name = m.metric
+                JOIN name_codes b ON b.name = m.task ORDER BY 1, 2, 3, 4, 5, 6, 7""")
+            conn.execute("DROP TABLE measurements")
+            for statement in _statements(_MEASUREMENTS_VIEW):
+                conn.execute(statement)  # the view and its triggers in the table's place
+            conn.commit()
+        except BaseException:
+            conn.rollback()
+            raise
+        with suppress(sqlite3.Error):
+            conn.execute("VACUUM")
+
+    def _columns(self, table: str = "measurement_rows") -> set[str]:
         return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
 
     def close(self) -> None:
@@ -316,13 +430,16 @@ class Store:
                 self._write_run(c, now)
 
     def _write_run(self, c: RunCommit, now: float) -> None:
-        self.conn.executemany("DELETE FROM measurements WHERE run=? AND task=? AND metric=?",
-                              [(c.run_key, task, metric) for task, metric in c.stale])
         key = c.run_key
+        run = self._intern("run_codes", "key", [key])[key]
+        names = self._intern("name_codes", "name", [s for pair in c.stale for s in pair]
+                             + [s for m in c.measurements for s in (m.metric, m.task)])
+        self.conn.executemany("DELETE FROM measurement_rows WHERE run=? AND task=? AND metric=?",
+                              [(run, names[task], names[metric]) for task, metric in c.stale])
         self.conn.executemany(
-            "INSERT OR REPLACE INTO measurements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(key, m.metric, m.task, int(m.shots), int(m.seed), int(m.layer), float(m.l2), float(m.value),
-              float(m.depth)) for m in c.measurements],
+            "INSERT OR REPLACE INTO measurement_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(run, names[m.metric], names[m.task], int(m.shots), int(m.seed), int(m.layer), float(m.l2),
+              float(m.value), float(m.depth)) for m in c.measurements],
         )
         self.conn.executemany(
             "INSERT OR REPLACE INTO evaluations (key, run, task, finished, protocol) VALUES (?, ?, ?, ?, ?)",
@@ -334,6 +451,23 @@ class Store:
                WHERE key=?""",
             (now, c.params, c.train_seconds, c.eval_seconds, key),
         )
+
+    def _intern(self, table: str, col: str, items: Iterable[str]) -> dict[str, int]:
+        """The codes of these strings in `table` (run_codes or name_codes), new ones added: in the caller's
+        transaction, so a commit that rolls back takes its new codes with it."""
+        items = list(dict.fromkeys(items))
+        if not items:
+            return {}
+        for item in items:
+            if not isinstance(item, str):
+                raise TypeError(f"a {col} must be a string, not {item!r}")
+        self.conn.executemany(f"INSERT OR IGNORE INTO {table} ({col}) VALUES (?)", [(i,) for i in items])
+        codes: dict[str, int] = {}
+        for start in range(0, len(items), 500):
+            part = items[start:start + 500]
+            codes.update(self.conn.execute(f"SELECT {col}, code FROM {table} WHERE {col} IN "
+                                           f"({', '.join('?' * len(part))})", part))
+        return codes
 
     # ---- costs ----------------------------------------------------------------------------------------
     def write_costs(self, rows: Iterable[dict]) -> None:
@@ -379,7 +513,8 @@ class Store:
     # The commands (`results`, `fit`, `report`) never hold the tidy table: they ask for seed means, one
     # metric or layer at a time (`seed_groups`), for the few raw rows whose legacy arithmetic they repeat
     # (`tidy_rows`), or stream every row in chunks (`iter_results`). The index on (metric, layer, shots)
-    # serves those questions.
+    # serves those questions. `where` clauses are SQL over `m`, the view `coded_measurements` (the columns
+    # of `measurements`, and the codes run_code, metric_code, task_code), and the runs `r`.
 
     def runs_table(self) -> pd.DataFrame:
         """Every run with at least one measurement, in the order `read_results` lists them (by rowid):
@@ -388,11 +523,11 @@ class Store:
         import pandas as pd
 
         df = pd.read_sql_query(
-            f"""SELECT key AS run, name, {_KIND} AS kind, kind AS run_kind, family, size,
-                       (SELECT COUNT(*) FROM measurements m WHERE m.run = r.key) AS n_rows,
-                       EXISTS (SELECT 1 FROM measurements m WHERE m.run = r.key AND m.metric = '{FEWSHOT}')
-                           AS fewshot
-                FROM runs r ORDER BY rowid""", self.conn)
+            f"""SELECT r.key AS run, name, {_KIND} AS kind, kind AS run_kind, family, size,
+                       (SELECT COUNT(*) FROM measurement_rows x WHERE x.run = k.code) AS n_rows,
+                       EXISTS (SELECT 1 FROM measurement_rows x WHERE x.run = k.code AND x.metric = ?) AS fewshot
+                FROM runs r LEFT JOIN run_codes k ON k.key = r.key ORDER BY r.rowid""", self.conn,
+            params=(self._name_code(FEWSHOT),))
         df["fewshot"] = df["fewshot"].astype(bool)
         return df[df["n_rows"] > 0].reset_index(drop=True)
 
@@ -429,8 +564,8 @@ class Store:
 
     def _chunks(self, chunk_rows: int) -> Iterator[pd.DataFrame]:
         runs = self.conn.execute(
-            "SELECT rowid, (SELECT COUNT(*) FROM measurements m WHERE m.run = r.key) FROM runs r ORDER BY rowid"
-        ).fetchall()
+            "SELECT r.rowid, (SELECT COUNT(*) FROM measurement_rows x WHERE x.run = k.code) "
+            "FROM runs r LEFT JOIN run_codes k ON k.key = r.key ORDER BY r.rowid").fetchall()
         start, size = None, 0
         for rowid, n in runs:
             if not n:
@@ -448,8 +583,12 @@ class Store:
 
         # runs first: each run's rows by the primary key (run, metric, ...), named, since the planner may
         # otherwise pick the metric index and scan a metric's rows once per run
-        tables = f"runs r CROSS JOIN measurements m INDEXED BY {self._pk_index()} ON r.key = m.run" if runs_first \
-            else "measurements m JOIN runs r ON r.key = m.run"
+        if not runs_first:
+            tables = "coded_measurements m JOIN runs r ON r.key = m.run"
+        elif self.coded:
+            tables = "runs r CROSS JOIN coded_measurements m ON m.run = r.key"
+        else:
+            tables = f"runs r CROSS JOIN main.measurements m INDEXED BY {self._pk_index()} ON r.key = m.run"
         depth = "m.depth" if "depth" in self._columns() else "CASE WHEN m.layer = -1 THEN 1.0 ELSE -1 END AS depth"
         df = pd.read_sql_query(
             f"""SELECT m.run, r.name, {_KIND} AS kind, r.kind AS run_kind, r.family, r.size, m.metric, m.task,
@@ -465,27 +604,30 @@ class Store:
 
     def shot_counts(self, metric: str) -> list[int]:
         """The shot counts `metric` has rows at (NA left out), ascending: a few index seeks per layer."""
+        code = self._name_code(metric)
         if not self._indexed():
             return [s for (s,) in self.conn.execute(
-                "SELECT DISTINCT shots FROM measurements WHERE metric = ? AND shots != -1 ORDER BY shots", (metric,))]
+                "SELECT DISTINCT shots FROM measurement_rows WHERE metric = ? AND shots != -1 ORDER BY shots",
+                (code,))]
         shots: set[int] = set()
         for layer in self.layers_of(metric):
-            shots.update(self._distinct("shots", "metric = ? AND layer = ?", (metric, layer)))
+            shots.update(self._distinct("shots", "metric = ? AND layer = ?", (code, layer)))
         return sorted(s for s in shots if s != NA)
 
     def layers_of(self, metric: str) -> list[int]:
         """The layers `metric` has rows at (-1, the final representation, first), by index seeks."""
+        code = self._name_code(metric)
         if not self._indexed():
             return [v for (v,) in self.conn.execute(
-                "SELECT DISTINCT layer FROM measurements WHERE metric = ? ORDER BY layer", (metric,))]
-        return self._distinct("layer", "metric = ?", (metric,))
+                "SELECT DISTINCT layer FROM measurement_rows WHERE metric = ? ORDER BY layer", (code,))]
+        return self._distinct("layer", "metric = ?", (code,))
 
     def _distinct(self, col: str, where: str, params: tuple) -> list:
         """Distinct values of the indexed `col` under `where`, one seek each (a skip scan)."""
         out, last = [], None
         while True:
             more = "" if last is None else f" AND {col} > ?"
-            (value,) = self.conn.execute(f"SELECT MIN({col}) FROM measurements WHERE {where}{more}",
+            (value,) = self.conn.execute(f"SELECT MIN({col}) FROM measurement_rows WHERE {where}{more}",
                                          params if last is None else (*params, last)).fetchone()
             if value is None:
                 return out
@@ -493,16 +635,35 @@ class Store:
             last = value
 
     def _pk_index(self) -> str:
-        """The name SQLite gave the index of the measurements' primary key."""
-        return next(row[1] for row in self.conn.execute("PRAGMA index_list(measurements)") if row[3] == "pk")
+        """The name SQLite gave the index of the primary key of the older layout's measurements table."""
+        return next(row[1] for row in self.conn.execute("PRAGMA main.index_list(measurements)") if row[3] == "pk")
 
     def _indexed(self) -> bool:
-        return any(row[1] == "measurements_by_metric" for row in self.conn.execute("PRAGMA index_list(measurements)"))
+        return self.coded or any(row[1] == "measurements_by_metric"
+                                 for row in self.conn.execute("PRAGMA main.index_list(measurements)"))
+
+    def _name_code(self, name: str) -> int | str | None:
+        """The code of a metric or task name (None: no row has it); in the older layout, the name itself."""
+        if not self.coded:
+            return name
+        row = self.conn.execute("SELECT code FROM name_codes WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _decode(self, table: str, col: str, codes: list) -> list[str]:
+        """The strings of these codes (run_codes: run keys, name_codes: tasks); the older layout's are theirs."""
+        if not self.coded or not codes:
+            return list(codes)
+        found: dict = {}
+        for start in range(0, len(codes), 500):
+            part = codes[start:start + 500]
+            found.update(self.conn.execute(f"SELECT code, {col} FROM {table} WHERE code IN "
+                                           f"({', '.join('?' * len(part))})", part))
+        return [found[c] for c in codes]
 
     def has_rows(self, where: str, params: Sequence = ()) -> bool:
         """Whether any measurement `m` satisfies `where` (an index seek for the questions the readers ask)."""
-        return self.conn.execute(f"SELECT 1 FROM measurements m WHERE {where} LIMIT 1", tuple(params)).fetchone() \
-            is not None
+        return self.conn.execute(f"SELECT 1 FROM coded_measurements m WHERE {where} LIMIT 1",
+                                 tuple(params)).fetchone() is not None
 
     def seed_groups(self, metric: str, where: str = "1", params: Sequence = (), *, depth: bool = False,
                     chunk: int = 20_000) -> SeedGroups:
@@ -514,8 +675,8 @@ class Store:
         """
         import numpy as np
 
-        cond = f"m.metric = ? AND ({where})"
-        args = (metric, *params)
+        cond = f"m.metric_code = ? AND ({where})"
+        args = (self._name_code(metric), *params)
         seeds = self._seeds_of_first_group(cond, args)
         while True:
             cols = ", ".join(f"MAX(CASE WHEN m.seed = {int(s)} THEN m.value END)" for s in seeds) or "NULL"
@@ -523,9 +684,10 @@ class Store:
             has_depth = depth and "depth" in self._columns()
             extra = ", MIN(NULLIF(m.depth, -1)), MAX(NULLIF(m.depth, -1))" if has_depth else ", NULL, NULL"
             cur = self.conn.execute(
-                f"""SELECT m.run, m.task, m.shots, m.layer, COUNT(*), COUNT(CASE WHEN m.seed IN ({known}) THEN 1 END)
-                           {extra}, {cols}
-                    FROM measurements m WHERE {cond} GROUP BY m.run, m.task, m.shots, m.layer""", args)
+                f"""SELECT m.run_code, m.task_code, m.shots, m.layer, COUNT(*),
+                           COUNT(CASE WHEN m.seed IN ({known}) THEN 1 END) {extra}, {cols}
+                    FROM coded_measurements m WHERE {cond}
+                    GROUP BY m.run_code, m.task_code, m.shots, m.layer""", args)
             runs, tasks, parts = _Codes(), _Codes(), []
             complete = True
             while rows := cur.fetchmany(chunk):
@@ -539,18 +701,30 @@ class Store:
                 break
             cur.close()
             seeds = [s for (s,) in self.conn.execute(
-                f"SELECT DISTINCT m.seed FROM measurements m WHERE {cond} ORDER BY m.seed", args)]
-        return SeedGroups.build(parts, runs.values, tasks.values, list(seeds))
+                f"SELECT DISTINCT m.seed FROM coded_measurements m WHERE {cond} ORDER BY m.seed", args)]
+        return SeedGroups.build(parts, self._decode("run_codes", "key", runs.values),
+                                self._decode("name_codes", "name", tasks.values), list(seeds))
 
     def _seeds_of_first_group(self, cond: str, args: tuple) -> list[int]:
         """The seeds of one group (a guess at every group's, checked by `seed_groups`): two index seeks."""
-        first = self.conn.execute(f"SELECT m.run, m.task, m.shots, m.layer FROM measurements m WHERE {cond} LIMIT 1",
-                                  args).fetchone()
+        first = self.conn.execute(f"SELECT m.run_code, m.task_code, m.shots, m.layer FROM coded_measurements m "
+                                  f"WHERE {cond} LIMIT 1", args).fetchone()
         if first is None:
             return []
         return [s for (s,) in self.conn.execute(
-            "SELECT DISTINCT seed FROM measurements WHERE run = ? AND metric = ? AND task = ? AND shots = ? "
+            "SELECT DISTINCT seed FROM measurement_rows WHERE run = ? AND metric = ? AND task = ? AND shots = ? "
             "AND layer = ? ORDER BY seed", (first[0], args[0], *first[1:]))]
+
+
+def _statements(script: str) -> list[str]:
+    """The SQL statements of `script`, one by one (a trigger's body and all)."""
+    out, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
 
 
 def _sqlite_cause(err: BaseException | None) -> sqlite3.Error | None:
@@ -564,7 +738,8 @@ def _sqlite_cause(err: BaseException | None) -> sqlite3.Error | None:
 
 
 class _Codes:
-    """Strings to integer codes in order of first appearance (run keys and tasks of a query's result)."""
+    """Values (the store's codes, or strings) to integer codes in order of first appearance (the run keys and
+    tasks of a query's result)."""
 
     def __init__(self):
         self.index: dict[str, int] = {}
