@@ -153,7 +153,11 @@ def clipped_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor
 
 
 def with_zero_head(model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
-    """A deep copy of `model` with a new `num_classes`-way linear head whose weights and bias are zero."""
+    """A deep copy of `model` with a new `num_classes`-way linear head whose weights and bias are zero.
+
+    Every parameter is set to train, except those the model's own `frozen_parameters()` names when it has
+    one (e.g. an LSTM's copied pretrained embeddings, `models/lstm_text.py`).
+    """
     if not hasattr(model, "reset_classifier"):
         raise TransferscaleError(f"cannot fine-tune a {type(model).__name__}: it has no timm `reset_classifier`; "
                                  "pass a timm model")
@@ -164,7 +168,15 @@ def with_zero_head(model: torch.nn.Module, num_classes: int) -> torch.nn.Module:
             p.zero_()
     for p in model.parameters():
         p.requires_grad_(True)
+    frozen = getattr(model, "frozen_parameters", None)
+    for p in (frozen() if callable(frozen) else ()):
+        p.requires_grad_(False)
     return model
+
+
+def is_image_batch(x) -> bool:
+    """True for an image tensor [N, C, H, W], the only input random pixel shifts apply to."""
+    return isinstance(x, torch.Tensor) and x.dim() == 4
 
 
 def _check_inputs(x_train, y_train, x_test, y_test, num_classes: int, steps: int, batch_size: int) -> None:
@@ -193,8 +205,11 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
              evaluations: int = 10) -> FinetuneResult:
     """Fine-tune a copy of `model` on (x_train, y_train) and report its test accuracy.
 
-    `preprocess` maps a batch of the dataset's raw images (uint8 (N, H, W[, C])) to the model's input (by
-    default the grid models' `to_tensor`). The caller's model is left as it was. Raises `RunFailed` when the
+    `preprocess` maps a batch of the dataset's raw inputs to the model's input: by default the grid models'
+    `to_tensor` for uint8 images (N, H, W[, C]); for texts (a 1-D array of str) a tokenizer returning a
+    `models.hf_text.TokenBatch`, which the loop indexes as it does an image tensor. Augmentation follows the
+    input: random shifts of up to `max_shift` pixels for image tensors, none for token batches (a text has no
+    pixels to shift; `max_shift` is then ignored). The caller's model is left as it was. Raises `RunFailed` when the
     loss or the weights stop being finite, or the loss grows to `DIVERGED` times its first value, log(num_classes).
     `validation` (images, labels) turns on early stopping (module docstring): a check every
     ceil(steps / evaluations) steps, a stop after `patience` checks in a row without a new best; the best
@@ -215,6 +230,8 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
                      warmup_fraction=warmup_fraction, max_shift=max_shift, momentum=momentum,
                      clip_norm=clip_norm, seed=seed, on_step=on_step)
         x_all, y_all = preprocess(x_train), torch.from_numpy(y_train.astype(np.int64))
+        if not is_image_batch(x_all):
+            train["max_shift"] = 0
         if validation is None:
             loss_value, done, best = _train(net, x_all, y_all, **train), steps, None
         else:
@@ -229,8 +246,9 @@ def _train(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, nu
            lr: float, batch_size: int, warmup_fraction: float, max_shift: int, momentum: float, clip_norm: float | None,
            seed: int, on_step: Callable[[int, int, float], None] | None, start: int = 0, stop: int | None = None,
            opt: torch.optim.Optimizer | None = None) -> float:
-    """Steps `start` to `stop` (default: all) of the `steps`-step schedule; `opt` carries momentum between calls."""
-    params = list(net.parameters())
+    """Steps `start` to `stop` (default: all) of the `steps`-step schedule; `opt` carries momentum between calls.
+    Only the parameters that require gradients are updated (and clipped together)."""
+    params = [p for p in net.parameters() if p.requires_grad]
     if opt is None:
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=0.0)
 
@@ -257,7 +275,8 @@ def _train_early_stopped(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch
     checkpoint. Returns the last loss, the steps trained and (best step, its validation accuracy)."""
     steps = train["steps"]
     every = max(1, math.ceil(steps / evaluations))
-    opt = torch.optim.SGD(net.parameters(), lr=train["lr"], momentum=train["momentum"], weight_decay=0.0)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=train["lr"],
+                          momentum=train["momentum"], weight_decay=0.0)
     best_step, best_acc, best_state = 0, -1.0, None
     done, stale, loss_value = 0, 0, float("nan")
     while done < steps and stale < patience:

@@ -13,6 +13,9 @@ The reference resolves to a local folder, in this order:
    nothing is downloaded, so a name that is not cached fails, asking for a local path.
 
 Importing this module does not import torch or transformers; the spec validates `Options` without loading.
+
+Fine-tuning ([finetune]) trains `backbone.classifier()`: the encoder with a linear head on its mean-pooled last
+hidden state (the representation the probe reads at layer -1), fed `TokenBatch`es; see `HFTextBackbone`.
 """
 from __future__ import annotations
 
@@ -107,18 +110,93 @@ def model_files(model_dir: Path) -> list[Path]:
     return weights + [model_dir / n for n in TOKENIZER_FILES if (model_dir / n).is_file()]
 
 
+class TokenBatch:
+    """Tokenised texts, {name: [N, T] tensor} (input_ids, attention_mask, ...), as one training set.
+
+    `batch[rows]` (rows: an index tensor or array) is those texts cut to the longest of them: the columns after
+    the last one any picked text uses (attention_mask 1) are dropped, so a batch of short texts costs what
+    its longest text costs, not what the longest text of the whole set does. Padding is masked everywhere
+    it is read (attention, mean pooling, packed LSTMs), so the cut changes no result beyond float rounding.
+    `len(batch)` is the number of texts; this is what the training loop (pretrain.sgd_steps) indexes and
+    counts, as it does an image tensor.
+    """
+
+    def __init__(self, tensors: dict):
+        if "input_ids" not in tensors or "attention_mask" not in tensors:
+            raise TransferscaleError(f"a token batch needs input_ids and attention_mask, got {sorted(tensors)}")
+        self.tensors = dict(tensors)
+
+    def __len__(self) -> int:
+        return int(self.tensors["input_ids"].shape[0])
+
+    def __getitem__(self, rows) -> TokenBatch:
+        picked = {k: v[rows] for k, v in self.tensors.items()}
+        used = picked["attention_mask"].any(0).nonzero()
+        end = int(used.max()) + 1 if len(used) else 1
+        return TokenBatch({k: v[:, :end] for k, v in picked.items()})
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return self.tensors["input_ids"]
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return self.tensors["attention_mask"]
+
+    def items(self):
+        return self.tensors.items()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.input_ids.shape)
+
+
+def tokenize(tokenizer: Any, texts, max_length: int) -> TokenBatch:
+    """The tokenizer's ids and attention mask of `texts` (str), padded to the longest and cut at max_length."""
+    return TokenBatch(dict(tokenizer([str(t) for t in texts], padding=True, truncation=True, max_length=max_length,
+                                     return_tensors="pt")))
+
+
 def __getattr__(name: str):
-    """`HFTextBackbone` is built on first access: its base class lives in a torch-importing module."""
-    if name == "HFTextBackbone":
-        cls = _make_backbone_class()
-        cls.__module__, cls.__qualname__ = __name__, name
-        globals()[name] = cls
-        return cls
+    """`HFTextBackbone` and `TextClassifier` are built on first access: their base classes live in
+    torch-importing modules."""
+    if name in ("HFTextBackbone", "TextClassifier"):
+        for cls in _make_classes():
+            cls.__module__, cls.__qualname__ = __name__, cls.__name__
+            globals()[cls.__name__] = cls
+        return globals()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _make_backbone_class() -> type:
+def _make_classes() -> tuple[type, type]:
+    import torch
+
     from transferscale.models.backbone import Backbone, masked_mean
+
+    class TextClassifier(torch.nn.Module):
+        """A transformers encoder with a linear head on its mean-pooled last hidden state: logits =
+        W (sum_t m_t h_t / sum_t m_t) + b, h the last hidden states, m the attention mask.
+
+        It takes a TokenBatch (or a dict of token tensors) and has timm's head interface (`reset_classifier`,
+        `get_classifier`), so `transferscale.finetune` trains it as it does an image network: a new zero head,
+        every weight trained, dropout on in train mode (the encoder's own, e.g. 0.1 in MiniLM).
+        """
+
+        def __init__(self, encoder: torch.nn.Module, width: int, num_classes: int = 2):
+            super().__init__()
+            self.encoder = encoder
+            self.head = torch.nn.Linear(width, num_classes)
+
+        def forward(self, inputs) -> torch.Tensor:
+            tensors = inputs.tensors if isinstance(inputs, TokenBatch) else dict(inputs)
+            out = self.encoder(**tensors, return_dict=True)
+            return self.head(masked_mean(out.last_hidden_state, tensors["attention_mask"]))
+
+        def reset_classifier(self, num_classes: int) -> None:
+            self.head = torch.nn.Linear(self.head.in_features, num_classes)
+
+        def get_classifier(self) -> torch.nn.Module:
+            return self.head
 
     class HFTextBackbone(Backbone):
         """A transformers text encoder: every hidden state, mean-pooled over the real (unpadded) tokens.
@@ -146,13 +224,23 @@ def _make_backbone_class() -> type:
                                        max_length=self.max_length, return_tensors="pt"))
 
         def forward_layers(self, inputs: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
-            out = self.module(**inputs, output_hidden_states=True, return_dict=True)
-            mask = inputs["attention_mask"]
+            tensors = inputs.tensors if isinstance(inputs, TokenBatch) else inputs
+            out = self.module(**tensors, output_hidden_states=True, return_dict=True)
+            mask = tensors["attention_mask"]
             layers = {i: masked_mean(h, mask) for i, h in enumerate(out.hidden_states)}
             layers[-1] = masked_mean(out.last_hidden_state, mask)
             return layers
 
-    return HFTextBackbone
+        def token_batch(self, x: np.ndarray) -> TokenBatch:
+            """The texts tokenised as `preprocess` does, as a TokenBatch (what the fine-tuning loop indexes)."""
+            return tokenize(self.tokenizer, x, self.max_length)
+
+        def classifier(self) -> tuple[torch.nn.Module, Any]:
+            """(module, preprocess) for fine-tuning: a TextClassifier around this encoder (shared, not copied:
+            the fine-tuning loop copies it) and `token_batch`."""
+            return TextClassifier(self.module, int(self.module.config.hidden_size)), self.token_batch
+
+    return HFTextBackbone, TextClassifier
 
 
 class HFSource(ModelSource):

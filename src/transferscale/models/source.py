@@ -71,6 +71,7 @@ SOURCES: Registry[type[ModelSource]] = Registry("model source", ModelSource)
 SOURCES.register_lazy("timm", "transferscale.models.timm_pretrained:TimmSource")
 SOURCES.register_lazy("hf", "transferscale.models.hf_text:HFSource")
 SOURCES.register_lazy("file", "transferscale.models.file:FileSource")
+SOURCES.register_lazy("lstm", "transferscale.models.lstm_text:LSTMSource")
 
 
 def split_ref(reference: str) -> tuple[str, str]:

@@ -25,17 +25,27 @@ out, so existing results stay valid):
 Each size trains from the run's weights on its own, seeded by (seed, step) only: a size's result does not
 depend on which other sizes are in the sweep. The scratch protocol (protocols/scratch.py) is this loop from
 random initialisation.
+
+Per-run recipes (`overrides`): one table serves runs that need different recipes (a ResNet fine-tuned for
+100 passes at lr 0.2, MiniLM for 3 passes at 0.03, as BERT-style models are). Each `[[finetune.overrides]]`
+entry has `runs` (patterns) and any recipe or data-size fields; a run takes the first entry whose patterns
+match its name, merged over the table's own values, and its evaluation key is that of the merged options,
+exactly as if the table held them. Runs no entry matches, and studies without overrides, keep their keys.
+
+Text: a backbone with a `classifier()` (models/hf_text.py, models/lstm_text.py) is trained through it: a
+linear head on its mean-pooled tokens, fed token batches, with no pixel shifts (`max_shift` is ignored).
 """
 from __future__ import annotations
 
 import fnmatch
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferscale.protocols.base import Protocol
 
 SIZE_FIELDS = ("fractions", "per_class", "seeds", "epochs", "min_steps", "max_steps", "val_fraction", "patience",
                "evaluations")
+NOT_RECIPE = ("tasks", "runs", "snapshots", "overrides")  # which runs and tasks a table covers
 
 
 class FinetuneOptions(BaseModel):
@@ -64,6 +74,8 @@ class FinetuneOptions(BaseModel):
     val_fraction: float = Field(0.0, ge=0, lt=1)
     patience: int = Field(5, gt=0)
     evaluations: int = Field(10, gt=0)
+    # per-run recipes: [{runs = [patterns], FIELD = value, ...}], the first match wins (module docstring)
+    overrides: list[dict] = Field(default_factory=list)
 
     @field_validator("lr")
     @classmethod
@@ -102,11 +114,41 @@ class FinetuneOptions(BaseModel):
             raise ValueError(f"an lr grid ({self.lr}) is chosen on a validation split: set val_fraction > 0")
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps ({self.min_steps}) must not exceed max_steps ({self.max_steps})")
+        for i, entry in enumerate(self.overrides):
+            runs = entry.get("runs") if isinstance(entry, dict) else None
+            if not isinstance(runs, list) or not runs or not all(isinstance(r, str) for r in runs):
+                raise ValueError(f"overrides[{i}] needs `runs`, a non-empty list of run-name patterns, and the "
+                                 f"fields it sets; got {entry!r}")
+            bad = sorted(set(entry) - set(type(self).model_fields) | set(entry) & {"tasks", "snapshots", "overrides"})
+            if bad:
+                raise ValueError(f"overrides[{i}] sets {bad}, which a per-run recipe cannot set; it takes `runs` and "
+                                 f"recipe or data-size fields such as lr, epochs, batch_size, max_steps")
+            try:
+                self._merged(entry)
+            except ValidationError as err:
+                said = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors())
+                raise ValueError(f"overrides[{i}] (runs {runs}): {said}") from None
+        return self
+
+    def _merged(self, entry: dict):
+        """This table with `entry`'s fields over it (a data-size axis given there replaces the table's)."""
+        base = self.model_dump(exclude={"overrides"})
+        for axis, other in (("fractions", "per_class"), ("per_class", "fractions")):
+            if axis in entry and other not in entry:
+                base[other] = None
+        return type(self).model_validate({**base, **{k: v for k, v in entry.items() if k != "runs"}})
+
+    def for_run(self, name: str):
+        """The options a run named `name` trains with: the first override whose patterns match it, merged
+        over this table (with no overrides left), or this table itself when none matches."""
+        for entry in self.overrides:
+            if any(fnmatch.fnmatchcase(name, p) for p in entry["runs"]):
+                return self._merged(entry)
         return self
 
     def recipe(self) -> dict:
         """The keyword arguments of `transferscale.finetune.finetune` (a FinetuneRecipe's fields)."""
-        return self.model_dump(exclude={"tasks", "runs", "snapshots", *SIZE_FIELDS})
+        return self.model_dump(exclude={*NOT_RECIPE, *SIZE_FIELDS})
 
     def sizes(self) -> list[dict | None]:
         """One `nested_subset` keyword set per data size, smallest first; [None] (the whole pool) without an axis."""
@@ -169,8 +211,47 @@ def train_at_sizes(module, ds, options: FinetuneOptions, *, preprocess, on_step=
     return out
 
 
+def trainable(backbone, run_name: str, section: str) -> tuple:
+    """(module, preprocess) that the fine-tuning loop trains for a backbone: what its `classifier()` gives
+    when it has one (text models: an encoder or LSTM with a linear head on its mean-pooled tokens, fed token
+    batches), else its module (a timm network) and `preprocess`. Fails when there is nothing to train."""
+    from transferscale.errors import TransferscaleError
+
+    make = getattr(backbone, "classifier", None)
+    if callable(make):
+        return make()
+    if backbone.module is None or not hasattr(backbone.module, "reset_classifier"):
+        raise TransferscaleError(f"run {run_name!r} cannot be trained here: its model has neither a timm "
+                                 f"`reset_classifier` nor a `classifier()`; leave it out of {section}.runs")
+    return backbone.module, backbone.preprocess
+
+
+class PerRun:
+    """What [finetune] and [scratch] share for per-run recipes: the key, cost and options of a run are those of
+    `options.for_run(run.name)`."""
+
+    def _for(self, run):
+        opts = self.options.for_run(run.name)
+        return self if opts is self.options else type(self)(opts)
+
+    def key(self, run, task) -> str:
+        return Protocol.key(self._for(run), run, task)
+
+    def cost(self, run, task) -> int:
+        opts = self.options.for_run(run.name)
+        per = opts.steps if opts.epochs is None else (opts.min_steps + opts.max_steps) // 2  # n is not known here
+        return per * opts.trainings()
+
+
 def check_sizes(options: FinetuneOptions, tasks: list, load, section: str) -> None:
-    """Fail before any work when a task's class has fewer pool examples than the largest per_class asks."""
+    """Fail before any work when a task's class has fewer pool examples than the largest per_class asks
+    (of the table, and of each per-run override)."""
+    for entry in options.overrides:
+        check_sizes(options._merged(entry), tasks, load, section)
+    _check_per_class(options, tasks, load, section)
+
+
+def _check_per_class(options: FinetuneOptions, tasks: list, load, section: str) -> None:
     import numpy as np
 
     from transferscale.errors import TransferscaleError
@@ -191,7 +272,7 @@ def check_sizes(options: FinetuneOptions, tasks: list, load, section: str) -> No
                     f"val_fraction, or raise downstream.options.{task.name}.train_per_class")
 
 
-class Finetune(Protocol):
+class Finetune(PerRun, Protocol):
     name = "finetune"
     section = "finetune"
     metric = "finetune_accuracy"
@@ -222,12 +303,7 @@ class Finetune(Protocol):
         return [task for task in plan.tasks_of(run) if task.name in ft.tasks]
 
     def feature_layers(self, run) -> None:
-        return None  # it trains the whole network on images, not on cached features
-
-    def cost(self, run, task) -> int:
-        opts = self.options
-        per = opts.steps if opts.epochs is None else (opts.min_steps + opts.max_steps) // 2  # n is not known here
-        return per * opts.trainings()
+        return None  # it trains the whole network on its inputs, not on cached features
 
     def check(self, plan, load) -> None:
         check_sizes(self.options, [t for t in plan.tasks if t.name in self.options.tasks], load, self.section)
@@ -235,18 +311,14 @@ class Finetune(Protocol):
     def measure(self, ctx, run, backbone, task) -> list:
         from transferscale.store import Measurement
 
-        if backbone.module is None or not hasattr(backbone.module, "reset_classifier"):
-            from transferscale.errors import TransferscaleError
-
-            raise TransferscaleError(f"run {run.name!r} cannot be fine-tuned: its model has no timm "
-                                     "`reset_classifier`; leave it out of finetune.runs")
+        options = self.options.for_run(run.name)
+        module, preprocess = trainable(backbone, run.name, self.section)
         ctx.phase(f"fine-tuning on {task.name}")
-        results = train_at_sizes(backbone.module, ctx.dataset(task), self.options, preprocess=backbone.preprocess,
-                                 on_step=ctx.train_step)
+        results = train_at_sizes(module, ctx.dataset(task), options, preprocess=preprocess, on_step=ctx.train_step)
         rows = []
         for seed, n, _steps, lr, r in results:
             at = {"seed": seed} if n is None else {"seed": seed, "shots": n}
             rows.append(Measurement(self.metric, task.name, r.accuracy, **at))
-            if isinstance(self.options.lr, list):
+            if isinstance(options.lr, list):
                 rows.append(Measurement("finetune_lr", task.name, lr, **at))
         return rows

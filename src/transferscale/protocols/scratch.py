@@ -24,6 +24,12 @@ copied, with a new zero head for the task's classes and every BatchNorm's runnin
 mean 0 / variance 1 with PyTorch's default momentum 0.1: the random-init baseline re-estimates them on
 upstream images (cumulatively), and training from scratch must owe nothing to upstream data.
 
+Text: a baseline model source with a `classifier()` (the `lstm:` source, models/lstm_text.py: an LSTM over a
+pretrained model's tokenizer, with random or that model's frozen input embeddings) trains the same way, on
+token batches and without pixel shifts. Its recipe usually differs from the image networks' in the same study
+(more passes than MiniLM's fine-tuning, its own learning rates): `[[scratch.overrides]]` entries give runs
+matching their `runs` patterns their own fields, as `[[finetune.overrides]]` do (protocols/finetune.py).
+
 Rows, per (seed, size): `scratch_accuracy` (test accuracy of the best checkpoint), `scratch_budget_steps`
 (steps(n)), `scratch_best_step` (the step of the checkpoint kept: equal to the budget means the model was
 still improving when its budget ran out) and, with an lr grid, `scratch_lr` (the one chosen), each with
@@ -38,7 +44,7 @@ from pydantic import Field
 
 from transferscale.errors import TransferscaleError
 from transferscale.protocols.base import Protocol
-from transferscale.protocols.finetune import FinetuneOptions, check_sizes, train_at_sizes
+from transferscale.protocols.finetune import FinetuneOptions, PerRun, check_sizes, train_at_sizes, trainable
 
 WANG_FRACTIONS = [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]  # Wang et al. 2020's training-set fractions
 
@@ -60,7 +66,7 @@ class ScratchOptions(FinetuneOptions):
     lr: float | list[float] = 0.1
 
 
-class Scratch(Protocol):
+class Scratch(PerRun, Protocol):
     name = "scratch"
     section = "scratch"
     metric = "scratch_accuracy"
@@ -74,7 +80,7 @@ class Scratch(Protocol):
         return (self.metric, "scratch_budget_steps", "scratch_best_step", "scratch_lr")
 
     def key_options(self) -> dict:
-        return self.options.model_dump(exclude={"tasks", "runs", "snapshots"})
+        return self.options.model_dump(exclude={"tasks", "runs", "snapshots", "overrides"})
 
     def tasks_for(self, plan, run) -> list:
         if run.kind != "random_init" or not any(fnmatch.fnmatchcase(run.name, p) for p in self.options.runs):
@@ -82,12 +88,7 @@ class Scratch(Protocol):
         return [task for task in plan.tasks_of(run) if task.name in self.options.tasks]
 
     def feature_layers(self, run) -> None:
-        return None  # it trains the architecture on images, not on cached features
-
-    def cost(self, run, task) -> int:
-        opts = self.options
-        per = opts.steps if opts.epochs is None else (opts.min_steps + opts.max_steps) // 2  # n is not known here
-        return per * opts.trainings()
+        return None  # it trains the architecture on its inputs, not on cached features
 
     def check(self, plan, load) -> None:
         unknown = [t for t in self.options.tasks if t not in {task.name for task in plan.tasks}]
@@ -104,13 +105,11 @@ class Scratch(Protocol):
     def measure(self, ctx, run, backbone, task) -> list:
         from transferscale.store import Measurement
 
-        module = backbone.module
-        if module is None or not hasattr(module, "reset_classifier"):
-            raise TransferscaleError(f"run {run.name!r} cannot be trained from scratch here: its model has no timm "
-                                     "`reset_classifier`; leave it out of scratch.runs")
+        options = self.options.for_run(run.name)
+        module, preprocess = trainable(backbone, run.name, self.section)
         ctx.phase(f"training from scratch on {task.name}")
-        results = train_at_sizes(fresh_statistics(module), ctx.dataset(task), self.options,
-                                 preprocess=backbone.preprocess, on_step=ctx.train_step)
+        results = train_at_sizes(fresh_statistics(module), ctx.dataset(task), options, preprocess=preprocess,
+                                 on_step=ctx.train_step)
         rows = []
         for seed, n, steps, lr, r in results:
             at = {"seed": seed} if n is None else {"seed": seed, "shots": n}
@@ -118,7 +117,7 @@ class Scratch(Protocol):
             rows += [Measurement(self.metric, task.name, r.accuracy, **at),
                      Measurement("scratch_budget_steps", task.name, float(steps), **at),
                      Measurement("scratch_best_step", task.name, float(best), **at)]
-            if isinstance(self.options.lr, list):
+            if isinstance(options.lr, list):
                 rows.append(Measurement("scratch_lr", task.name, lr, **at))
         return rows
 
