@@ -18,7 +18,7 @@ from transferscale.errors import TransferscaleError, did_you_mean
 from transferscale.shapes import FAMILIES, SIZES, WIDTH_FIELDS, resolve_shape, shape_dict
 
 # Specs shipped in the package (studies/NAME.toml): `transferscale run NAME` runs one, `init --study NAME` copies it.
-BUILTIN_STUDIES = ("default", "efficientnet_lite", "minilm_text", "shape", "head_hparams")
+BUILTIN_STUDIES = ("default", "efficientnet_lite", "minilm_text", "shape", "head_hparams", "pretrain_or_not")
 
 
 class _Strict(BaseModel):
