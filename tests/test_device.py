@@ -39,7 +39,7 @@ def test_auto_is_the_cpu_here_and_cuda_fails_clearly():
         resolve_device("cuda")
     with pytest.raises(ValueError):
         check_device("cuda:x")
-    assert autocast_dtype("cpu", "auto") is None and autocast_dtype("cpu", "bf16") is torch.bfloat16
+    assert autocast_dtype("cpu", "auto") is None and autocast_dtype("cpu", "fp32") is None
     assert autocast_dtype("cuda", "auto") is torch.bfloat16 and autocast_dtype("cuda", "fp32") is None
     x = torch.ones(2)
     assert to_device(x, "cpu") is x
@@ -75,17 +75,27 @@ def test_the_probe_scores_the_same_with_its_products_in_torch():
     assert np.abs(ref.accuracy.to_numpy() - got.accuracy.to_numpy()).max() <= 1e-3
 
 
-def test_bf16_training_follows_the_fp32_run(tmp_path):
-    from transferscale.pretrain import train
-    from transferscale.shapes import SIZES, shape_dict
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_bf16_is_refused_off_cuda_before_any_work(tmp_path, data_cache, monkeypatch):
+    from typer.testing import CliRunner
 
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, size=(64, 28, 28), dtype=np.uint8)
-    y = np.repeat(np.arange(4), 16)
-    table = {"data_fraction": 1.0, "steps": 5, "batch_size": 16, "lr": 0.003, "weight_decay": 0.05,
-             "warmup_fraction": 0.0, "max_shift": 1, "seed": 0}
-    config = {"family": "resnet", "shape": shape_dict(SIZES["resnet"]["s"]), "training": table}
-    fp32 = train(config, x, y, 4, tmp_path / "a.pt")
-    bf16 = train(config, x, y, 4, tmp_path / "b.pt", precision="bf16")
-    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # autocast keeps float32 weights
-    assert bf16.final_loss != fp32.final_loss and abs(bf16.final_loss - fp32.final_loss) < 0.05 * fp32.final_loss
+    from transferscale.cli import app
+
+    with pytest.raises(TransferscaleError, match="needs a CUDA device"):
+        autocast_dtype("cpu", "bf16")
+    monkeypatch.setenv("TRANSFERSCALE_CACHE", str(data_cache))
+    path = tmp_path / "dev.toml"
+    path.write_text(SPEC.format(executor='[executor]\nprecision = "bf16"'))
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "needs a CUDA device" in result.output
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_fine_tuning_moves_token_batches_and_keeps_the_cpu_path():
+    from transferscale.models.hf_text import TokenBatch
+
+    batch = TokenBatch({"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.ones(2, 3)})
+    assert to_device(batch, "cpu") is batch  # the CPU moves nothing
+    moved = batch.to("cpu")
+    assert isinstance(moved, TokenBatch) and len(moved) == 2
+    assert torch.equal(moved.tensors["input_ids"], batch.tensors["input_ids"])

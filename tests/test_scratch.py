@@ -112,7 +112,7 @@ def scripted_accuracy(monkeypatch, values):
     fingerprint of the weights; the test call (after the last value) returns the fingerprint it sees."""
     seen, script = [], list(values)
 
-    def fake(net, preprocess, x, y, batch=500):
+    def fake(net, preprocess, x, y, batch=500, precision="fp32"):
         fingerprint = float(sum(p.double().sum() for p in net.state_dict().values() if p.is_floating_point()))
         if len(x) == len(TOY.x_test):  # the test split
             return fingerprint

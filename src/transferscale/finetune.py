@@ -202,7 +202,7 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
              on_step: Callable[[int, int, float], None] | None = None,
              preprocess: Callable[[np.ndarray], torch.Tensor] = to_tensor,
              validation: tuple[np.ndarray, np.ndarray] | None = None, patience: int = 5,
-             evaluations: int = 10) -> FinetuneResult:
+             evaluations: int = 10, precision: str = "fp32") -> FinetuneResult:
     """Fine-tune a copy of `model` on (x_train, y_train) and report its test accuracy.
 
     `preprocess` maps a batch of the dataset's raw inputs to the model's input: by default the grid models'
@@ -213,7 +213,8 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
     loss or the weights stop being finite, or the loss grows to `DIVERGED` times its first value, log(num_classes).
     `validation` (images, labels) turns on early stopping (module docstring): a check every
     ceil(steps / evaluations) steps, a stop after `patience` checks in a row without a new best; the best
-    checkpoint is tested.
+    checkpoint is tested. The copy trains where `model`'s parameters are (a CUDA device, say), batches moved
+    there as they are drawn, forward passes under `precision`'s autocast (transferscale.device).
     """
     _check_inputs(x_train, y_train, x_test, y_test, num_classes, steps, batch_size)
     if validation is not None and (len(validation[0]) == 0 or len(validation[0]) != len(validation[1])
@@ -225,10 +226,11 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
     # A private global RNG: any dropout is seeded too, and the caller's random state is left alone.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = with_zero_head(model, num_classes)
+        device = next(model.parameters()).device
+        net = with_zero_head(model, num_classes).to(device)  # the new head is built on the CPU
         train = dict(num_classes=num_classes, steps=steps, lr=lr, batch_size=batch_size,
                      warmup_fraction=warmup_fraction, max_shift=max_shift, momentum=momentum,
-                     clip_norm=clip_norm, seed=seed, on_step=on_step)
+                     clip_norm=clip_norm, seed=seed, on_step=on_step, precision=precision)
         x_all, y_all = preprocess(x_train), torch.from_numpy(y_train.astype(np.int64))
         if not is_image_batch(x_all):
             train["max_shift"] = 0
@@ -237,7 +239,7 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
         else:
             loss_value, done, best = _train_early_stopped(net, x_all, y_all, preprocess, validation, patience,
                                                           evaluations, **train)
-        acc = _accuracy(net, preprocess, x_test, y_test)
+        acc = _accuracy(net, preprocess, x_test, y_test, precision=precision)
     return FinetuneResult(accuracy=acc, final_loss=loss_value, steps=done, seconds=time.perf_counter() - start,
                           best_step=None if best is None else best[0], val_accuracy=None if best is None else best[1])
 
@@ -245,7 +247,7 @@ def finetune(model: torch.nn.Module, x_train: np.ndarray, y_train: np.ndarray, x
 def _train(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, num_classes: int, steps: int,
            lr: float, batch_size: int, warmup_fraction: float, max_shift: int, momentum: float, clip_norm: float | None,
            seed: int, on_step: Callable[[int, int, float], None] | None, start: int = 0, stop: int | None = None,
-           opt: torch.optim.Optimizer | None = None) -> float:
+           opt: torch.optim.Optimizer | None = None, precision: str = "fp32") -> float:
     """Steps `start` to `stop` (default: all) of the `steps`-step schedule; `opt` carries momentum between calls.
     Only the parameters that require gradients are updated (and clipped together)."""
     params = [p for p in net.parameters() if p.requires_grad]
@@ -261,7 +263,7 @@ def _train(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, *, nu
     loss_value = sgd_steps(net, opt, x_all, y_all, steps=steps, start=start, stop=stop, seed=seed,
                            batch_size=batch_size, max_shift=max_shift, lr=lr, warmup_fraction=warmup_fraction,
                            check_loss=check_loss, update=lambda: clipped_step(opt, params, clip_norm),
-                           on_step=report)
+                           on_step=report, device=_device_of(net), precision=precision)
     if not all(bool(torch.isfinite(p).all()) for p in params):
         raise RunFailed(f"fine-tuning weights became non-finite in the last step with lr={lr}; "
                         "lower the fine-tuning learning rate")
@@ -283,24 +285,36 @@ def _train_early_stopped(net: torch.nn.Module, x_all: torch.Tensor, y_all: torch
         stop = min(steps, done + every)
         loss_value = _train(net, x_all, y_all, start=done, stop=stop, opt=opt, **train)
         done = stop
-        acc = _accuracy(net, preprocess, *validation)
+        acc = _accuracy(net, preprocess, *validation, precision=train["precision"])
         if acc > best_acc:
             best_step, best_acc, stale = done, acc, 0
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
             stale += 1
     if best_state is None:  # steps == 0: the zero-head model is the only checkpoint
-        best_acc = _accuracy(net, preprocess, *validation)
+        best_acc = _accuracy(net, preprocess, *validation, precision=train["precision"])
     else:
         net.load_state_dict(best_state)
     return loss_value, done, (best_step, best_acc)
 
 
+def _device_of(net: torch.nn.Module):
+    """Where `net` computes: None on the CPU (the training loop then moves nothing), else its device."""
+    device = next(net.parameters()).device
+    return None if device.type == "cpu" else device
+
+
 @torch.no_grad()
-def _accuracy(net: torch.nn.Module, preprocess, x: np.ndarray, y: np.ndarray, batch: int = 500) -> float:
-    """Top-1 accuracy of `net` on (x, y), in eval mode (BatchNorm on its running statistics)."""
+def _accuracy(net: torch.nn.Module, preprocess, x: np.ndarray, y: np.ndarray, batch: int = 500,
+              precision: str = "fp32") -> float:
+    """Top-1 accuracy of `net` on (x, y), in eval mode (BatchNorm on its running statistics), on its device."""
+    from transferscale.device import autocast, to_device
+
     net.eval()
+    device = next(net.parameters()).device
     correct = 0
     for i in range(0, len(x), batch):
-        correct += int((net(preprocess(x[i:i + batch])).argmax(1).numpy() == y[i:i + batch]).sum())
+        with autocast(device, precision):
+            logits = net(to_device(preprocess(x[i:i + batch]), device))
+        correct += int((logits.float().argmax(1).cpu().numpy() == y[i:i + batch]).sum())
     return correct / len(x)

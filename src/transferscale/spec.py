@@ -289,7 +289,7 @@ class ExecutorSpec(_Strict):
     memory); an error the job raises is recorded as the run's failure, never retried. `address` is the Ray
     cluster to join ("auto", "HOST:PORT", "ray://HOST:PORT"); without one Ray starts on this machine.
     `device` ("auto": CUDA when a job's process sees it, else the CPU; "cpu", "cuda", "cuda:N") and `precision`
-    ("auto": bfloat16 autocast on CUDA, float32 on the CPU; "fp32", "bf16") say where and how jobs compute
+    ("auto": bfloat16 autocast on CUDA, float32 on the CPU; "fp32"; "bf16", CUDA only) say where and how jobs compute
     (transferscale/device.py).
     """
 

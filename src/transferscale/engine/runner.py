@@ -83,9 +83,9 @@ class StudyRunner:
         # an unknown name, or an executor that cannot run here (ray not installed), fails before any work
         EXECUTORS.get(self.executor_options.kind).check(self.executor_options)
         if self.executor_options.kind == "local":  # a device this machine lacks fails here (a Ray worker's may have it)
-            from transferscale.device import resolve_device
+            from transferscale.device import autocast_dtype, resolve_device
 
-            resolve_device(spec.executor.device)
+            autocast_dtype(resolve_device(spec.executor.device), spec.executor.precision)
 
     def pending(self, store: Store) -> list[Job]:
         """A job per run that is not done, or done but owing evaluations the spec added since.

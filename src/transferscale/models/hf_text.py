@@ -129,6 +129,10 @@ class TokenBatch:
     def __len__(self) -> int:
         return int(self.tensors["input_ids"].shape[0])
 
+    def to(self, device, non_blocking: bool = False) -> TokenBatch:
+        """The same texts with every tensor on `device`."""
+        return TokenBatch({k: v.to(device, non_blocking=non_blocking) for k, v in self.tensors.items()})
+
     def __getitem__(self, rows) -> TokenBatch:
         picked = {k: v[rows] for k, v in self.tensors.items()}
         used = picked["attention_mask"].any(0).nonzero()

@@ -168,7 +168,8 @@ class FinetuneOptions(BaseModel):
         return len(self.sizes()) * len(self.seed_list()) * len(self.lrs())
 
 
-def train_at_sizes(module, ds, options: FinetuneOptions, *, preprocess, on_step=None) -> list[tuple]:
+def train_at_sizes(module, ds, options: FinetuneOptions, *, preprocess, on_step=None,
+                   precision: str = "fp32") -> list[tuple]:
     """Train `module` (copied: the caller's stays as it was) at every (seed, size) of `options` on `ds`.
 
     Returns (seed, n, budget_steps, lr, FinetuneResult) per (seed, size), n None when there is no data-size
@@ -196,7 +197,7 @@ def train_at_sizes(module, ds, options: FinetuneOptions, *, preprocess, on_step=
                     result = finetune(module, ds.x_train[idx], ds.y_train[idx], ds.x_test, ds.y_test,
                                       num_classes=ds.n_classes, on_step=on_step, preprocess=preprocess,
                                       validation=validation, patience=options.patience,
-                                      evaluations=options.evaluations,
+                                      evaluations=options.evaluations, precision=precision,
                                       **{**recipe, "steps": steps, "seed": seed, "lr": lr})
                 except RunFailed as err:
                     if len(grid) == 1:
@@ -209,6 +210,11 @@ def train_at_sizes(module, ds, options: FinetuneOptions, *, preprocess, on_step=
                 raise RunFailed(f"every learning rate of the grid {grid} diverged: {failures[0]}")
             out.append((seed, None if size is None else len(idx), steps, *best))
     return out
+
+
+def job_precision(ctx) -> str:
+    """The precision a job's training runs under: the spec's, where the backbone's device makes it count."""
+    return getattr(ctx, "precision", "fp32")
 
 
 def trainable(backbone, run_name: str, section: str) -> tuple:
@@ -314,7 +320,8 @@ class Finetune(PerRun, Protocol):
         options = self.options.for_run(run.name)
         module, preprocess = trainable(backbone, run.name, self.section)
         ctx.phase(f"fine-tuning on {task.name}")
-        results = train_at_sizes(module, ctx.dataset(task), options, preprocess=preprocess, on_step=ctx.train_step)
+        results = train_at_sizes(module, ctx.dataset(task), options, preprocess=preprocess, on_step=ctx.train_step,
+                                 precision=job_precision(ctx))
         rows = []
         for seed, n, _steps, lr, r in results:
             at = {"seed": seed} if n is None else {"seed": seed, "shots": n}

@@ -44,7 +44,14 @@ from pydantic import Field
 
 from transferscale.errors import TransferscaleError
 from transferscale.protocols.base import Protocol
-from transferscale.protocols.finetune import FinetuneOptions, PerRun, check_sizes, train_at_sizes, trainable
+from transferscale.protocols.finetune import (
+    FinetuneOptions,
+    PerRun,
+    check_sizes,
+    job_precision,
+    train_at_sizes,
+    trainable,
+)
 
 WANG_FRACTIONS = [0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]  # Wang et al. 2020's training-set fractions
 
@@ -109,7 +116,7 @@ class Scratch(PerRun, Protocol):
         module, preprocess = trainable(backbone, run.name, self.section)
         ctx.phase(f"training from scratch on {task.name}")
         results = train_at_sizes(fresh_statistics(module), ctx.dataset(task), options, preprocess=preprocess,
-                                 on_step=ctx.train_step)
+                                 on_step=ctx.train_step, precision=job_precision(ctx))
         rows = []
         for seed, n, steps, lr, r in results:
             at = {"seed": seed} if n is None else {"seed": seed, "shots": n}
