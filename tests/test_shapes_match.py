@@ -215,6 +215,7 @@ def test_the_head_hparams_study_sweeps_the_head_of_a_resnet_and_a_vit():
     from transferscale.spec import load_spec
 
     spec, _ = load_spec("head_hparams")
+    assert spec.costs  # the report's frontiers need the costs
     trained = [r for r in make_plan(spec).runs if r.kind == "trained"]
     for family in ("resnet", "vit"):
         runs = [r for r in trained if r.family == family]
