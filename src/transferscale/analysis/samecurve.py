@@ -301,7 +301,11 @@ def _test_axis(g: pd.DataFrame, residual: np.ndarray, axis: str, strata: list[st
                 "reason": "every point lies on the curve"}
     observed = float(counts @ means**2) / total
     blocks = _strata_blocks(g, keep, strata, axis)
-    n_arrangements = math.prod(_arrangements(codes[b]) for b in blocks)
+    n_arrangements = 1
+    for b in blocks:  # capped: past n_perm the count only says "too many to enumerate"
+        n_arrangements *= _arrangements(codes[b], cap=n_perm)
+        if n_arrangements > n_perm:
+            break
     exact = n_arrangements <= n_perm
     tol = 1e-10
     if exact:
@@ -313,7 +317,9 @@ def _test_axis(g: pd.DataFrame, residual: np.ndarray, axis: str, strata: list[st
         while done < n_perm:
             size = min(_CHUNK, n_perm - done)
             perm = np.tile(codes, (size, 1))
-            for b in blocks:
+            if len(blocks) == 1:  # no strata: the same draws as below, without copying through an index
+                rng.permuted(perm, axis=1, out=perm)
+            for b in blocks if len(blocks) > 1 else ():
                 perm[:, b] = rng.permuted(perm[:, b], axis=1)
             hits += int(np.sum(_eta2(perm, r, counts, total) >= observed - tol))
             done += size
@@ -356,8 +362,13 @@ def _strata_blocks(g: pd.DataFrame, keep: np.ndarray, strata: list[str], axis: s
     return [np.asarray(ix) for ix in sub.groupby(cols, sort=True, dropna=False).indices.values()]
 
 
-def _arrangements(codes: np.ndarray) -> int:
-    """The distinct orderings of a multiset of labels: n! / prod_l n_l!."""
+def _arrangements(codes: np.ndarray, cap: int | None = None) -> int:
+    """The distinct orderings of a multiset of labels: n! / prod_l n_l!; with `cap`, any number above it
+    once log-gamma puts the count well past it (the exact factorials of thousands of rows are slow)."""
+    if cap is not None:
+        log = math.lgamma(len(codes) + 1) - sum(math.lgamma(int(c) + 1) for c in np.bincount(codes))
+        if log > math.log(cap) + 1.0:
+            return cap + 1
     out = math.factorial(len(codes))
     for c in np.bincount(codes):
         out //= math.factorial(int(c))

@@ -534,7 +534,7 @@ def axis_points(study, protocol: str = "fewshot", shots: int | None = None) -> A
     pts = pts.assign(protocol=protocol)[AXIS_POINT_COLUMNS].reset_index(drop=True)
     axes, shape_cols, train_cols = run_axes(configs, runs)
     points = pts.merge(axes.drop(columns=["family"]), on="run", how="left")
-    used = axes[axes["run"].isin(points["run"])]
+    used = axes[axes["run"].isin(points["run"].unique())]
 
     def varies(col: str) -> bool:
         return used[col].nunique(dropna=True) > 1
