@@ -157,8 +157,8 @@ def _last_write(path: Path) -> float:
 @app.command()
 def run(
     spec: Annotated[Path | None, typer.Argument(
-        help="Study spec (TOML), or a built-in study's name (shape, head_hparams, efficientnet_lite, minilm_text). "
-        "Default: the embedded default study.")] = None,
+        help="Study spec (TOML), or a built-in study's name (shape, head_hparams, pretrain_or_not, "
+        "efficientnet_lite, minilm_text). Default: the embedded default study.")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Apply the spec's [quick] table: fewer, smaller runs.")
                      ] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output directory (overrides the spec's).")] = None,
@@ -241,7 +241,8 @@ def _measure_costs(study_dir: Path, cache_dir: Path | None) -> None:
 def init(
     path: Annotated[Path, typer.Argument(help="Where to write the spec.")] = Path("study.toml"),
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
-    study: Annotated[str, typer.Option(help="Which built-in study: default, efficientnet_lite, minilm_text.")
+    study: Annotated[str, typer.Option(help="Which built-in study: default, shape, head_hparams, pretrain_or_not, "
+                                          "efficientnet_lite, minilm_text.")
                      ] = "default",
 ) -> None:
     """Write a built-in study's spec (the default study unless --study says) to a file, to edit and run with
