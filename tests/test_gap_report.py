@@ -256,3 +256,16 @@ def test_the_section_stays_torch_free(study):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_words_say_when_scratch_leads_and_when_the_law_disagrees_with_the_data():
+    from transferscale.report.gap import crossing_words, trend_words
+
+    behind = {"gap_at_smallest": -0.04, "gap_at_largest": -0.03, "a": 0.1, "a_lo": -0.2}
+    assert trend_words(behind).startswith("scratch training is ahead at both ends")
+    small = {"gap_at_smallest": 0.004, "gap_at_largest": -0.002, "a": 0.1, "a_lo": -0.2}
+    assert trend_words(small).startswith("pretraining gains under 1 point at both ends")
+    never = {"verdict": "never", "c": 0.021, "n_star_lo": 0.0, "n_star_hi": np.inf, "gap_at_largest": -0.03}
+    text = crossing_words(never)
+    assert "levels off at c = +2.1 points" in text and "already -3.0" in text and "fits these sizes poorly" in text
+    assert "poorly" not in crossing_words({**never, "gap_at_largest": 0.05})

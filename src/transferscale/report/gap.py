@@ -337,8 +337,12 @@ def crossing_words(r: dict, threshold: float = THRESHOLD) -> str:
         return f"too few sizes ({int(r['sizes'])}; the law needs {_MIN_SIZES}) to fit the law"
     interval = "" if np.isnan(r["n_star_lo"]) else f" [{_estimate(r['n_star_lo'])}, {_estimate(r['n_star_hi'])}]"
     if verdict == "never":
-        return (f"the law levels off at c = {100 * r['c']:+.1f} points, so the gap never falls under {pts}"
+        text = (f"the law levels off at c = {100 * r['c']:+.1f} points, so the gap never falls under {pts}"
                 f"{'' if not interval else ' (n* interval' + interval + ')'}")
+        if r.get("gap_at_largest", np.inf) < threshold:  # the law and the measurements disagree: say so
+            text += (f", though the gap measured at the largest size is already {100 * r['gap_at_largest']:+.1f}: "
+                     "the law fits these sizes poorly")
+        return text
     if verdict == "below the data":
         return (f"the law puts the gap under {pts} already below the smallest size "
                 f"(n* = {_estimate(r['n_star'])}{interval})")
@@ -351,6 +355,8 @@ def crossing_words(r: dict, threshold: float = THRESHOLD) -> str:
 def trend_words(r: dict, threshold: float = THRESHOLD) -> str:
     """Whether a pair's gap narrows with data (Wang's trend), from the measured gaps and the law's a."""
     g0, g1 = r["gap_at_smallest"], r["gap_at_largest"]
+    if max(g0, g1) < 0:
+        return "scratch training is ahead at both ends of the sizes measured: pretraining did not help here"
     if max(g0, g1) < threshold:
         return f"pretraining gains under {100 * threshold:g} point at both ends of the sizes measured"
     if not g1 < g0:
