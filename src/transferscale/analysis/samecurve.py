@@ -24,6 +24,10 @@ Within a group of n points (u_i, d_i) (US and DS accuracy, fractions) and an axi
    did). With N Monte Carlo relabellings, p = (1 + #{pi: eta^2_pi >= eta^2_obs}) / (1 + N), never 0 and
    valid at every N. When the distinct relabellings (prod over strata of n! / prod_l n_l!) number at most
    `n_permutations`, all are enumerated and p = #{pi: eta^2_pi >= eta^2_obs} / #relabellings exactly.
+   With `stop_after` = h (optional), the Monte Carlo draws stop at the h-th relabelling whose eta^2 reaches
+   the observed one, after l draws, and p = h / l (Besag and Clifford 1991's sequential p-value, valid as the
+   fixed-N one is); a test that never reaches h hits draws all N and has the fixed-N p above, to the bit.
+   An axis that adds nothing stops after about h / p draws, so N can be large for the ones that might.
    (Relabellings count as ties within 1e-10 S, so rounding cannot split equal statistics.)
 5. **Effect size**, in accuracy points: 100 (max_l beta_l - min_l beta_l), the spread of the per-level
    offsets beta of the joint fit d_i = f(u_i) + beta_{a_i} (`joint_offsets`): how far apart, at equal US
@@ -68,7 +72,8 @@ _CHUNK = 256  # relabellings evaluated at once
 
 def same_curve_test(points: pd.DataFrame, axes: Sequence[str], *, us: str = "us_acc", ds: str = "ds_acc",
                     by: Sequence[str] = ("task",), strata: Sequence[str] = (), fit: str = "isotonic",
-                    n_permutations: int = 1999, alpha: float = 0.05, correction: str = "holm",
+                    n_permutations: int = 1999, stop_after: int | None = None, alpha: float = 0.05,
+                    correction: str = "holm",
                     family: str = "all", max_levels: int = 6, min_points: int = MIN_POINTS,
                     seed: int = 0) -> pd.DataFrame:
     """The same-curve test of each axis in each group of `by` (the maths: this module's docstring).
@@ -96,6 +101,8 @@ def same_curve_test(points: pd.DataFrame, axes: Sequence[str], *, us: str = "us_
         raise TransferscaleError(f"family={family!r}: use one of {FAMILIES}")
     if not 0 < alpha < 1:
         raise TransferscaleError(f"alpha={alpha!r} must lie in (0, 1)")
+    if stop_after is not None and int(stop_after) < 1:
+        raise TransferscaleError(f"stop_after={stop_after!r}: give a number of hits >= 1 (e.g. 50), or None")
     if int(n_permutations) < 1:
         raise TransferscaleError(f"n_permutations={n_permutations!r}: give at least 1 (999 or more for a p-value "
                                  "that can fall below 0.001)")
@@ -127,7 +134,7 @@ def same_curve_test(points: pd.DataFrame, axes: Sequence[str], *, us: str = "us_
                 row.update(_untested(len(g), f"the same split of the runs as {axis_label(alias)}"))
             else:
                 rng = np.random.default_rng(group_seed(seed, (*key, axis)))
-                row.update(_test_axis(g, residual, axis, strata, us, ds, fit, int(n_permutations),
+                row.update(_test_axis(g, residual, axis, strata, us, ds, fit, int(n_permutations), stop_after,
                                       int(max_levels), min_points, rng))
             rows.append(row)
     out = pd.DataFrame(rows, columns=[*by, *RESULT_COLUMNS])
@@ -262,7 +269,8 @@ def format_value(v) -> str:
 
 
 def _test_axis(g: pd.DataFrame, residual: np.ndarray, axis: str, strata: list[str], us: str, ds: str, fit: str,
-               n_perm: int, max_levels: int, min_points: int, rng: np.random.Generator) -> dict:
+               n_perm: int, stop_after: int | None, max_levels: int, min_points: int,
+               rng: np.random.Generator) -> dict:
     keep = g[axis].notna().to_numpy().copy()
     for col in strata:
         if col != axis:
@@ -321,10 +329,16 @@ def _test_axis(g: pd.DataFrame, residual: np.ndarray, axis: str, strata: list[st
                 rng.permuted(perm, axis=1, out=perm)
             for b in blocks if len(blocks) > 1 else ():
                 perm[:, b] = rng.permuted(perm[:, b], axis=1)
-            hits += int(np.sum(_eta2(perm, r, counts, total) >= observed - tol))
+            reached = _eta2(perm, r, counts, total) >= observed - tol
+            if stop_after is not None and hits + int(reached.sum()) >= stop_after:
+                used = done + int(np.flatnonzero(reached)[stop_after - hits - 1]) + 1  # draw of the h-th hit
+                p = stop_after / used
+                break
+            hits += int(reached.sum())
             done += size
-        p = (1 + hits) / (1 + n_perm)
-        used = n_perm
+        else:
+            p = (1 + hits) / (1 + n_perm)
+            used = n_perm
     reason = ""
     if overlap == 0:
         reason = "its levels do not overlap in US accuracy: the curve absorbs any difference between them"

@@ -35,6 +35,9 @@ def axes_command(
                                                      "the axis tested.")] = None,
     permutations: Annotated[int, typer.Option("--permutations", min=1, help="Relabellings per test (all of them, "
                                               "exactly, when there are fewer).")] = 1999,
+    stop_after: Annotated[int, typer.Option("--stop-after", min=0, help="Stop a test at its Nth relabelling that "
+                                            "reaches the observed statistic, p = N / draws (Besag and Clifford's "
+                                            "sequential test; 0 draws all --permutations).")] = 20,
     alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=1.0, help="Level of the corrected test.")] = 0.05,
     correction: Annotated[str, typer.Option("--correction", help="holm, bonferroni, bh (false discovery rate) "
                                             "or none.")] = "holm",
@@ -63,7 +66,8 @@ def axes_command(
     try:
         study_dir = resolve_study_dir(study_dir)
         result, notes = run_axes(study_dir, protocol=protocol, shots=shots, all_shots=all_shots, axes=axis,
-                                 within=within or [], n_permutations=permutations, alpha=alpha,
+                                 within=within or [], n_permutations=permutations,
+                                 stop_after=stop_after or None, alpha=alpha,
                                  correction=correction, family=family, fit=fit, seed=seed)
         if out is not None:
             written = write_tables(result, out)

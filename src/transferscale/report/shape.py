@@ -20,7 +20,8 @@ import pandas as pd
 
 COSTS = (("params", "parameters", True), ("flops", "forward FLOPs per example", True),
          ("train_throughput", "training throughput (examples/s)", False))
-SAME_CURVE_PERMUTATIONS = 999
+SAME_CURVE_PERMUTATIONS = 1999  # as `transferscale axes`, which also stops a test at its 20th hit
+SAME_CURVE_STOP = 20
 
 
 @dataclass
@@ -54,7 +55,8 @@ def load_shape(store) -> ShapeData | None:
     notes, axes = [], None
     if table.axes:
         try:
-            axes = analyse_axes(table, by=["task", "shots"], n_permutations=SAME_CURVE_PERMUTATIONS)
+            axes = analyse_axes(table, by=["task", "shots"], n_permutations=SAME_CURVE_PERMUTATIONS,
+                                stop_after=SAME_CURVE_STOP)
         except TransferscaleError as err:
             notes.append(str(err))
     frames = [table.points]
@@ -127,8 +129,10 @@ def _same_curve_html(shape: ShapeData) -> str:
             f"of DS against US accuracy: at equal US accuracy they add no information about DS accuracy. The test, "
             f"per task at {shape.shots}-shot: fit a monotone (isotonic) curve of DS on US, then ask whether the "
             "residuals depend on each axis's levels, with a permutation test of the share of residual variance "
-            f"the levels explain ({SAME_CURVE_PERMUTATIONS} relabellings; every one, exactly, when there are "
-            f"fewer). An axis <b>adds information</b> when its p-value is at most {attrs['alpha']:g} after "
+            f"the levels explain (up to {SAME_CURVE_PERMUTATIONS:,} relabellings, stopping at the "
+            f"{SAME_CURVE_STOP}th that reaches the observed share, p = {SAME_CURVE_STOP} / draws; every one, "
+            "exactly, when there are fewer). An axis <b>adds information</b> when its p-value is at most "
+            f"{attrs['alpha']:g} after "
             f"{CORRECTION_WORDS[attrs['correction']]}'s correction over all {attrs['n_tests']} tests; its effect is "
             "the gap, in accuracy points, between its best and worst level at equal US accuracy.</p>")
     items = "".join(f"<li>{escape(s)}</li>" for s in same_curve_sentences(curve, res.by)["sentence"])
