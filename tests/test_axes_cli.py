@@ -179,3 +179,12 @@ def test_analyse_axes_stacks_the_at_odds_tables_of_each_hyper_parameter(hp_study
     far = result.at_odds[result.at_odds["task"] == "far"]
     assert (far["rho_axis_us"] < 0).all() and (far["rho_axis_ds"] > 0).all() and (far["best_ds"] == "10").all()
     assert set(result.best["task"]) == {"near", "far"}
+
+
+def test_axis_points_from_points_already_read_are_the_same(hp_study):
+    from transferscale.analysis.tables import store_points
+
+    read = axis_points(hp_study)
+    given = axis_points(hp_study, points=store_points(hp_study, layers="final"))
+    pd.testing.assert_frame_equal(read.points, given.points)
+    assert (read.scale, read.shape, read.training) == (given.scale, given.shape, given.training)

@@ -504,14 +504,17 @@ def run_axes(configs: dict[str, dict], runs: pd.DataFrame) -> tuple[pd.DataFrame
     return table, shape_cols, train_cols
 
 
-def axis_points(study, protocol: str = "fewshot", shots: int | None = None) -> AxisTable:
+def axis_points(study, protocol: str = "fewshot", shots: int | None = None,
+                points: pd.DataFrame | None = None) -> AxisTable:
     """One row per (trained run, task[, shots]) of a study, at the final layer: its US accuracy, its DS
     accuracy (seed mean) under `protocol`, and every axis of its run (`run_axes`).
 
     protocol "fewshot": `store_points(layers="final")` (final representation, layer -1), at every shot count
     or only `shots`; "finetune": `finetune_points` (fine-tuned accuracy at the largest downstream data size,
     shots NA). Baselines and runs without an upstream accuracy are left out, as in the fits. The axis lists
-    hold the axes with more than one value among these runs; the points keep every axis column."""
+    hold the axes with more than one value among these runs; the points keep every axis column. `points`: the
+    study's `store_points(study, layers="final")` when the caller has read them already (the report has), so
+    they are not read twice."""
     from transferscale.store import FINETUNE, UPSTREAM
 
     if protocol not in AXIS_PROTOCOLS:
@@ -520,7 +523,7 @@ def axis_points(study, protocol: str = "fewshot", shots: int | None = None) -> A
         runs = store.runs_table()
         configs = store.run_configs()
         if protocol == "fewshot":
-            pts = store_points(store, layers="final")
+            pts = store_points(store, layers="final") if points is None else points
             if shots is not None:
                 if not (pts["shots"] == int(shots)).any():
                     have = sorted(int(s) for s in pts["shots"].dropna().unique())

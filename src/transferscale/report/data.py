@@ -110,6 +110,7 @@ def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: 
     configs = store.run_configs()
     final = store.seed_groups(FEWSHOT, "m.layer = -1")
     pts = points_from_groups(final, runs_read, us, mode)
+    final_points = pts  # store_points(store, layers="final"), which the shape section reads too
     top = _top_shots(final)  # per task, for the fine-tuning section
     seeds = set(final.seeds_present())
     del final
@@ -149,16 +150,17 @@ def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: 
         reproduce=_run_command(study_dir, meta, spec),
         spec_text=meta.get("spec"),
         finetune=finetune,
-        shape=_shape(store),
+        shape=_shape(store, final_points),
         gap=_gap(store, tasks),
     )
 
 
-def _shape(store):
-    """The same-curve test and the costs' frontiers (report.shape), from the open store."""
+def _shape(store, final_points: pd.DataFrame):
+    """The same-curve test and the costs' frontiers (report.shape), from the open store and the final layer's
+    points already read."""
     from transferscale.report.shape import load_shape
 
-    return load_shape(store)
+    return load_shape(store, final_points)
 
 
 def _gap(store, tasks: list):

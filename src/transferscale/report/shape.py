@@ -36,7 +36,7 @@ class ShapeData:
     notes: list = field(default_factory=list)
 
 
-def load_shape(store) -> ShapeData | None:
+def load_shape(store, points=None) -> ShapeData | None:
     """The sections' data from an open Store; None when there is nothing to show (no trained runs with a
     few-shot result, no axis that varies and no costs)."""
     from transferscale.analysis.atodds import analyse_axes
@@ -45,7 +45,7 @@ def load_shape(store) -> ShapeData | None:
     from transferscale.store import FINETUNE
 
     try:
-        table = axis_points(store)
+        table = axis_points(store, points=points)  # `points`: the final layer's, when the report has read them
     except TransferscaleError:
         return None
     if table.points.empty:
