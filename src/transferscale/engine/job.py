@@ -99,7 +99,7 @@ def execute_job(job: Job, ctx: JobContext) -> JobResult:
     run = job.run
     plan = ctx.plan
     backbone, train_s = build_backbone(run, ctx)
-    if ctx.device.type != "cpu" or ctx.precision == "bf16":
+    if ctx.device.type != "cpu":  # (bf16 is refused off CUDA: device.autocast_dtype)
         backbone.to(ctx.device, ctx.precision)
     t0 = time.perf_counter()
     start_notes = len(ctx.notes)

@@ -247,7 +247,18 @@ def _make_classes() -> tuple[type, type]:
     return HFTextBackbone, TextClassifier
 
 
-class HFSource(ModelSource):
+class LocalModelDir:
+    """For a source whose reference names a transformers model folder (`resolve_model_dir`): `model_dir`,
+    resolved once, on first use (or by `check`)."""
+
+    @property
+    def model_dir(self) -> Path:
+        if getattr(self, "_dir", None) is None:
+            self._dir = resolve_model_dir(self.ref)
+        return self._dir
+
+
+class HFSource(LocalModelDir, ModelSource):
     """`hf:REF`: a transformers text encoder from a local folder (see the module docstring)."""
 
     prefix = "hf"
@@ -256,12 +267,6 @@ class HFSource(ModelSource):
 
     def check(self) -> None:
         self._dir = resolve_model_dir(self.ref)  # fails early for a missing folder or an uncached name
-
-    @property
-    def model_dir(self) -> Path:
-        if getattr(self, "_dir", None) is None:
-            self._dir = resolve_model_dir(self.ref)
-        return self._dir
 
     def default_name(self) -> str:
         name = Path(self.ref).name if Path(self.ref).expanduser().is_dir() else self.ref.split("/")[-1]

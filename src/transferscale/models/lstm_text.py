@@ -56,7 +56,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from transferscale.errors import TransferscaleError
 from transferscale.files import file_sha256
-from transferscale.models.hf_text import TOKENIZER_FILES, TokenBatch, model_files, resolve_model_dir, tokenize
+from transferscale.models.hf_text import (
+    TOKENIZER_FILES,
+    LocalModelDir,
+    TokenBatch,
+    model_files,
+    resolve_model_dir,
+    tokenize,
+)
 from transferscale.models.source import ModelSource
 
 if TYPE_CHECKING:
@@ -99,7 +106,7 @@ def _embedding_width(model_dir: Path) -> int | None:
     return None
 
 
-class LSTMSource(ModelSource):
+class LSTMSource(LocalModelDir, ModelSource):
     """`lstm:REF`: an LSTM classifier over REF's tokenizer, at random initialisation (module docstring)."""
 
     prefix = "lstm"
@@ -118,12 +125,6 @@ class LSTMSource(ModelSource):
                 raise TransferscaleError(
                     f"lstm:{self.ref}: embed_dim={o.embed_dim}, but the pretrained embeddings it copies are {width} "
                     f"wide; leave embed_dim out (or pass {width}) with embeddings = \"pretrained\"")
-
-    @property
-    def model_dir(self) -> Path:
-        if getattr(self, "_dir", None) is None:
-            self._dir = resolve_model_dir(self.ref)
-        return self._dir
 
     def is_baseline(self) -> bool:
         return True
