@@ -254,3 +254,44 @@ def test_figures_drawn_in_several_processes_are_the_same(studies):
     one, two = draw_figures(data, res, jobs=1), draw_figures(data, res, jobs=2)
     assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)
     assert sum(v is not None for v in one.values()) == 6
+
+
+def _page_without_timing(path) -> str:
+    import re
+
+    return re.sub(r"Made by transferscale .*? in [0-9.]+ s\.", "", path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("name", ["finetune", "shuffled"])
+def test_the_overlapped_report_is_the_one_process_page(studies, name, tmp_path):
+    from transferscale.report import build_report, build_study_report
+
+    data, two = build_study_report(studies[name], tmp_path / "two.html", n_bootstrap=20, jobs=2)
+    _, one = build_study_report(studies[name], tmp_path / "one.html", n_bootstrap=20, jobs=1)
+    plain = build_report(load_study(studies[name]), tmp_path / "plain.html", n_bootstrap=20, jobs=2)
+    assert _page_without_timing(one) == _page_without_timing(two) == _page_without_timing(plain)
+    assert "<img" in _page_without_timing(two) and len(data.points)
+
+
+def test_the_report_survives_its_background_process_dying(studies, tmp_path, monkeypatch):
+    import os
+
+    import transferscale.report as report
+
+    monkeypatch.setattr(report, "_background_main", lambda *args: os._exit(1))
+    _, died = report.build_study_report(studies["layers"], tmp_path / "died.html", n_bootstrap=20, jobs=2)
+    _, one = report.build_study_report(studies["layers"], tmp_path / "one.html", n_bootstrap=20, jobs=1)
+    assert _page_without_timing(died) == _page_without_timing(one)
+
+
+def test_an_error_in_the_background_fits_reaches_the_caller(studies, tmp_path, monkeypatch):
+    import transferscale.report as report
+    from transferscale.errors import TransferscaleError
+
+    def broken(*args, **kwargs):
+        raise TransferscaleError("the fits broke here")
+
+    monkeypatch.setattr(report, "analyse", broken)
+    with pytest.raises(TransferscaleError, match="the fits broke here"):
+        report.build_study_report(studies["layers"], tmp_path / "x.html", n_bootstrap=20, jobs=2)
+    assert not (tmp_path / "x.html").exists()

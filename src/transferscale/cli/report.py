@@ -67,7 +67,7 @@ def report_command(
     Example: transferscale report --csv results-imagenet.csv --us top1 --join results-sketch.csv --ds top1 --on model
     --on img_size
     """
-    from transferscale.report import build_report, load_study, load_table
+    from transferscale.report import build_report, build_study_report, load_table
 
     console, err = Console(), Console(stderr=True)
     start = time.perf_counter()
@@ -77,6 +77,8 @@ def report_command(
                 raise TransferscaleError("give either STUDY_DIR or --csv FILE, not both")
             data = load_table(csv, us, ds, by or [], join, on or [], percent, model, axis or [])
             path = out or Path(f"{csv.stem}-report.html")
+            command = _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis)
+            build_report(data, path, n_bootstrap=n_bootstrap, seed=seed, command=command, jobs=jobs)
         else:
             if us or ds or by or join or on or model or axis:
                 raise TransferscaleError("--us, --ds, --by, --join, --on, --model and --axis describe a --csv "
@@ -84,10 +86,10 @@ def report_command(
             from transferscale.cli import resolve_study_dir
 
             study_dir = resolve_study_dir(study_dir, alternative=" or report on a results table with --csv FILE")
-            data = load_study(study_dir)
             path = out or Path(study_dir) / "report" / "index.html"
-        command = _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis)
-        build_report(data, path, n_bootstrap=n_bootstrap, seed=seed, command=command, jobs=jobs)
+            command = _command(study_dir, out, n_bootstrap, seed, csv, us, ds, by, join, on, percent, model, axis)
+            data, _ = build_study_report(study_dir, path, n_bootstrap=n_bootstrap, seed=seed, command=command,
+                                         jobs=jobs)
     except TransferscaleError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None

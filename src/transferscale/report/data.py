@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from transferscale.errors import TransferscaleError
 
 POINT_COLUMNS = ["model", "family", "size", "data_fraction", "steps", "budget_rank", "task", "shots",
                  "us_acc", "ds_acc"]
+LAYER_COLUMNS = ["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]
 STUDY_AXES = [("size", "model size"), ("data_fraction", "upstream data fraction"), ("steps", "training steps")]
 
 LAYER_HINT = (
@@ -81,12 +83,17 @@ class ReportData:
 # ---- a study ------------------------------------------------------------------------------------------
 
 
-def load_study(study_dir: Path) -> ReportData:
+def load_study(study_dir: Path, early: Callable[[ReportData], None] | None = None) -> ReportData:
     """Read a study's store: trained points on the final layer, baselines, layer-wise rows, provenance.
 
     Only what the page shows is read, aggregated in SQL (seed means of the final layer, and of every block
     at the reference shot count), never the whole tidy table: the numbers are those `read_results` and
     `analysis.tables.study_points` give, bit for bit.
+
+    `early`, when given, is called once the fit points, baselines, tasks and shots are read, with a
+    `ReportData` holding only those (no layers, fine-tuning, shape or gap data, no facts), before the rest
+    is read: what the fits need, so that a caller can start them while the store is still being read
+    (`report.build_study_report`). The data returned holds everything, those parts the same objects.
     """
     from transferscale.store import Store  # torch-free; lazily so `--csv` needs no store
 
@@ -98,11 +105,12 @@ def load_study(study_dir: Path) -> ReportData:
                                      "(`transferscale run`) and make the report when some runs are done")
         mode = study_mean_mode(store, runs_read)
         us = store_upstream(store, trained_only=True)
-        return _study_data(study_dir, store, runs_read, mode, us)
+        return _study_data(study_dir, store, runs_read, mode, us, early)
 
 
-def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: pd.DataFrame) -> ReportData:
-    """Everything else `load_study` reads, from the open store."""
+def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: pd.DataFrame,
+                early: Callable[[ReportData], None] | None = None) -> ReportData:
+    """Everything else `load_study` reads, from the open store (`early`: see `load_study`)."""
     from transferscale.store import FEWSHOT
 
     meta = store.meta()
@@ -130,29 +138,30 @@ def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: 
     spec = json.loads(meta["spec_json"]) if "spec_json" in meta else {}
     tasks = _task_order(points["task"].unique(), spec.get("downstream", {}).get("tasks", []))
     shots = sorted(int(s) for s in points["shots"].dropna().unique())
-    layers, layer_seeds = _layer_rows(store, runs_read, us, mode, runs_info, max(shots) if shots else None)
     baselines, base_seeds = _baselines(store)
-    finetune, ft_seeds = _finetune(store, top, tasks)
-    seeds |= layer_seeds | base_seeds | ft_seeds
     upstream = points["upstream"].iloc[0]
-    return ReportData(
+    core = ReportData(
         title=meta.get("name", study_dir.name),
         source="study",
         points=points.reset_index(drop=True),
         baselines=baselines,
-        layers=layers,
+        layers=pd.DataFrame(columns=LAYER_COLUMNS),
         tasks=tasks,
         shots=shots,
         has_shots=True,
         us_label=f"US accuracy on {upstream} (fraction)",
         axes=list(STUDY_AXES),
-        facts=_study_facts(study_dir, meta, spec, runs, int(runs_read["n_rows"].sum()), len(seeds), points),
         reproduce=_run_command(study_dir, meta, spec),
         spec_text=meta.get("spec"),
-        finetune=finetune,
-        shape=_shape(store, final_points),
-        gap=_gap(store, tasks),
     )
+    if early is not None:
+        early(core)
+    layers, layer_seeds = _layer_rows(store, runs_read, us, mode, runs_info, max(shots) if shots else None)
+    finetune, ft_seeds = _finetune(store, top, tasks)
+    seeds |= layer_seeds | base_seeds | ft_seeds
+    facts = _study_facts(study_dir, meta, spec, runs, int(runs_read["n_rows"].sum()), len(seeds), points)
+    return replace(core, layers=layers, facts=facts, finetune=finetune, shape=_shape(store, final_points),
+                   gap=_gap(store, tasks))
 
 
 def _shape(store, final_points: pd.DataFrame):
@@ -264,7 +273,7 @@ def _layer_rows(store, runs_read: pd.DataFrame, us: pd.DataFrame, mode: str, run
     """
     from transferscale.store import FEWSHOT
 
-    cols = ["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]
+    cols = LAYER_COLUMNS
     empty = pd.DataFrame(columns=cols), set()
     where = _blocks_where(store)
     if shots is None or where is None:
@@ -405,7 +414,7 @@ def load_table(csv: Path, us: str | None, ds: list | None, by: list, join: Path 
     return ReportData(
         title=csv.stem, source="csv", points=points,
         baselines=pd.DataFrame(columns=["name", "run_kind", "family", "task", "shots", "ds_acc"]),
-        layers=pd.DataFrame(columns=["model", "family", "size", "task", "shots", "layer", "depth", "ds_acc"]),
+        layers=pd.DataFrame(columns=LAYER_COLUMNS),
         tasks=sorted(points["task"].unique()), shots=[0], has_shots=False,
         us_label=f"US accuracy, {us} (fraction)", axes=[(c, c) for c in axes],
         facts=facts, notes=notes)

@@ -106,10 +106,14 @@ def _baseline_lines(ax, base) -> None:
 
 
 def _points(ax, g) -> None:
-    for (fam, size), f in g.groupby(["family", g["size"].fillna("-")], sort=True):
+    """The models as markers: shape by size, colour by family, area by budget. One scatter per size (the
+    colours go per point), not one per (family, size): a tenth of the calls on a 20-task grid."""
+    size = g["size"].fillna("-")
+    for s in sorted(size.unique()):
+        f = g[size == s].sort_values("family", kind="stable")
         ax.scatter(f["us_acc"], f["ds_acc"], s=style.budget_area(f["budget_rank"].fillna(0)),
-                   color=style.family_colour(fam), marker=style.size_marker(size), alpha=0.85,
-                   edgecolor="white", linewidth=0.5, zorder=3)
+                   color=[style.family_colour(fam) for fam in f["family"]], marker=style.size_marker(s),
+                   alpha=0.85, edgecolor="white", linewidth=0.5, zorder=3)
 
 
 def _density(ax, x, y, xlim, gridsize: int = 28) -> None:
