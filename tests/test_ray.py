@@ -1,11 +1,12 @@
 """The ray executor: the tiny study on two Ray workers gives the local executor's rows; a job that raises in a
 worker is recorded as failed; a worker killed mid-job is retried; a driver killed with kill -9 resumes with its
-finished runs kept; an unwritable study directory and a missing Ray fail clearly; the [executor] table is
-validated.
+finished runs kept; an unwritable study directory, a disk that fills up under a worker and a missing Ray fail
+clearly; the [executor] table is validated.
 
 Ray starts once for the module (two CPUs, so two workers) and is shut down after it. Its workers run this
 file's `register_toys` as their setup hook, so a toy dataset the tests register here exists in them too.
 """
+import errno
 import importlib.util
 import os
 import re
@@ -19,11 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
+from transferscale.cli import app
 from transferscale.data import Dataset, register_dataset
 from transferscale.data.registry import DATASETS
 from transferscale.engine.runner import Progress, StudyRunner, run_study
 from transferscale.errors import TransferscaleError
+from transferscale.files import write_problem
 from transferscale.spec import load_spec, parse_spec
 from transferscale.store import Store, read_results
 
@@ -48,6 +52,17 @@ def kill_once(marker: str = "", seed: int = 0) -> Dataset:
             os.fsync(fd)
             os.close(fd)
             os.kill(os.getpid(), signal.SIGKILL)
+    return _blobs("kill_once", seed)
+
+
+def disk_full(path: str = "", seed: int = 0) -> Dataset:
+    """kill_once's blobs; in a Ray worker, loading them fails with the OSError a full disk gives on `path`."""
+    if path and os.environ.get(IN_WORKER) == "1":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return _blobs("disk_full", seed)
+
+
+def _blobs(name: str, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
 
     def split(per_class):
@@ -58,13 +73,17 @@ def kill_once(marker: str = "", seed: int = 0) -> Dataset:
         return x, y.astype(np.int64)
 
     (x_tr, y_tr), (x_te, y_te) = split(20), split(20)
-    return Dataset("kill_once", x_tr, y_tr, x_te, y_te, ["a", "b", "c"])
+    return Dataset(name, x_tr, y_tr, x_te, y_te, ["a", "b", "c"])
+
+
+TOYS = {"kill_once": kill_once, "disk_full": disk_full}
 
 
 def register_toys() -> None:
-    """The toy dataset, registered in this process (the test's) or a Ray worker's (its setup hook)."""
-    if "kill_once" not in DATASETS:
-        register_dataset("kill_once", cache=False)(kill_once)
+    """The toy datasets, registered in this process (the test's) or a Ray worker's (its setup hook)."""
+    for name, builder in TOYS.items():
+        if name not in DATASETS:
+            register_dataset(name, cache=False)(builder)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +96,8 @@ def ray_two_workers():
                           "env_vars": {"PYTHONPATH": path, IN_WORKER: "1"}})
     register_toys()
     yield ray
-    DATASETS.unregister("kill_once")
+    for name in TOYS:
+        DATASETS.unregister(name)
     ray.shutdown()
 
 
@@ -236,6 +256,26 @@ def test_a_study_dir_workers_cannot_write_fails_before_any_work(tiny_spec, ray_t
         run_study(spec, text, out, executor="ray")
     with Store(out) as store:
         assert store.run_status() == {}  # no job started
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_full_disk_under_a_worker_is_the_local_executors_one_line_message(tiny_spec, tmp_path, ray_two_workers):
+    """An OSError raised in a Ray worker stops the study with the message the local executor gives for it (from
+    the runner's write_problem), not Ray's traceback of the worker."""
+    target = tmp_path / "full" / "features.npz"
+    path, out = tiny_spec("disk_full")
+    text = path.read_text().replace('"sklearn_digits_shifted"]', '"sklearn_digits_shifted", "disk_full"]')
+    text = text.replace("[downstream.options]\n", f'[downstream.options]\ndisk_full = {{ path = "{target}" }}\n')
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["run", str(path), "--executor", "ray"], terminal_width=400)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    said = " ".join(result.output.split())
+    want = write_problem(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target)))
+    assert f"error: {want}" in said, said
+    assert "Traceback" not in result.output and "RayTaskError" not in result.output and "pid=" not in said
+    assert not list(out.rglob("*.tmp"))  # no half-written file left behind
 
 
 @needs_ray

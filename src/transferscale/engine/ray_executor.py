@@ -301,6 +301,11 @@ class RayExecutor(Executor):
                         raise KeyboardInterrupt from None
                     if isinstance(cause, TransferscaleError):  # the user's to fix: its message, not Ray's traceback
                         raise TransferscaleError(str(cause)) from None
+                    if isinstance(cause, OSError):
+                        # a full disk, a read-only directory: the worker's own error, errno and file name intact,
+                        # for the runner to word as under the local executor (Ray's wrapper, an OSError too, would
+                        # be worded from its text: the worker's traceback)
+                        raise cause from None
                     raise
                 del self._pending[gen]
                 start(job)  # normally a no-op: the job said it started
