@@ -141,6 +141,13 @@ def pages_overwritten(path):
     path.write_bytes(bytes(data))
 
 
+def middle_pages_overwritten(path):
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 4096 // 2
+    data[4096 * (middle - 1): 4096 * (middle + 1)] = os.urandom(4096 * 2)  # the schema and header read fine
+    path.write_bytes(bytes(data))
+
+
 def emptied(path):
     path.write_bytes(b"")
 
@@ -158,6 +165,15 @@ def out_is_a_file(s: Study):
 def out_under_a_file(s: Study):
     (s.dir.parent / "afile").write_text("not a directory")
     return ["run", str(s.spec), "--out", str(s.dir.parent / "afile" / "study")]
+
+
+def cut_model_file(s: Study):
+    """A `file:` model whose checkpoint (one of the study's own) was copied only half-way."""
+    whole = next((s.dir / "checkpoints").glob("*.pt")).read_bytes()
+    cut = s.dir.parent / "cut.pt"
+    cut.write_bytes(whole[: len(whole) // 2])
+    s.edit('[[models]]\nfamily = "vit"', f'[[models]]\nsource = "file:{cut}"\n[[models]]\nfamily = "vit"')
+    return ["run", str(s.spec)]
 
 
 def fit_csv(*args):
@@ -224,6 +240,8 @@ CASES = [
      "unknown key 'probx' in the study spec; did you mean 'probe'?"),
     ("missing model file", edit('[[models]]\nfamily = "vit"', '[[models]]\nsource = "file:/nonexistent.pt"\n'
                                 '[[models]]\nfamily = "vit"'), "no checkpoint file at /nonexistent.pt"),
+    ("truncated model file", cut_model_file,
+     "cut.pt is not a readable torch checkpoint: it is cut short or damaged (File is not a zip file); save it again"),
     ("a model twice", edit('[[models]]\nfamily = "vit"', '[[models]]\nfamily = "resnet"\nsizes = ["s"]\n'
                            '[[models]]\nfamily = "vit"'), "have the same config; remove the duplicate from the spec"),
     ("not TOML", edit("[probe]", "[probe"), "is not valid TOML"),
@@ -282,6 +300,28 @@ def test_table_has_at_least_30_cases():
     assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
 
 
+def test_a_model_file_is_refused_for_its_structure_and_a_legacy_one_let_through(tmp_path):
+    import torch
+
+    from transferscale.models.source import make_source
+
+    state = {"w": torch.arange(4096.0)}
+    legacy, flipped, text = tmp_path / "legacy.pt", tmp_path / "flipped.pt", tmp_path / "notes.pt"
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    torch.save(state, flipped)
+    data = bytearray(flipped.read_bytes())
+    at = data.find(torch.arange(4096.0)[1000:1002].numpy().tobytes())
+    data[at] ^= 0xFF  # one weight's byte: the archive reads, torch.load too, the member's checksum fails
+    flipped.write_bytes(bytes(data))
+    text.write_text("not a checkpoint")
+    make_source(f"file:{legacy}", {"model": "resnet18"})  # torch's old format: not refused
+    with pytest.raises(TransferscaleError, match=r"flipped\.pt is not a readable torch checkpoint: it is damaged: "
+                                                 r"\S+/data/0 in it fails its checksum; save it again"):
+        make_source(f"file:{flipped}", {"model": "resnet18"})
+    with pytest.raises(TransferscaleError, match="neither the zip archive torch.save writes nor"):
+        make_source(f"file:{text}", {"model": "resnet18"})
+
+
 def test_a_damaged_store_is_a_clear_error_in_a_real_process(study):
     """Exit code and stderr of the installed command itself, not of the test runner's capture."""
     garbage(study.dir / "results.sqlite")
@@ -291,6 +331,41 @@ def test_a_damaged_store_is_a_clear_error_in_a_real_process(study):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "is damaged" in proc.stderr and "move it aside" in proc.stderr.lower()
     assert files(study.dir) == before
+
+
+@pytest.mark.parametrize("command", [["fit", "--n-bootstrap", "0"], ["axes"], ["results"]],
+                         ids=["fit", "axes", "results"])
+def test_damage_first_met_by_a_query_is_the_stores_clear_error(study, monkeypatch, command):
+    """A store larger than QUICK_CHECK_BYTES is opened by readers without a page check (here the limit is 0), so
+    damage in its middle is first met by some query: the command still ends with the store's own message."""
+    import transferscale.store as store_module
+
+    monkeypatch.setattr(store_module, "QUICK_CHECK_BYTES", 0)
+    middle_pages_overwritten(study.dir / "results.sqlite")
+    before = digest(study.dir)
+    out = cli.invoke(app, [command[0], str(study.dir), *command[1:]], terminal_width=300)
+    clean_failure(out, f"error: the results store {study.dir / 'results.sqlite'} is damaged (database disk image is "
+                       "malformed); nothing was written to it. Move it aside")
+    assert digest(study.dir) == before
+
+
+def test_only_a_malformed_database_is_called_damaged(study, monkeypatch):
+    import transferscale.store as store_module
+    from transferscale.cli import damaged_store_error
+
+    monkeypatch.setattr(store_module, "QUICK_CHECK_BYTES", 0)
+    middle_pages_overwritten(study.dir / "results.sqlite")
+    store = Store(study.dir, create=False)  # opened outside a `with`: the error reaches the caller as SQLite's
+    try:
+        with pytest.raises(sqlite3.DatabaseError) as raw:
+            store.conn.execute("SELECT * FROM measurement_rows").fetchall()
+            store.conn.execute("SELECT * FROM run_codes").fetchall()
+        with pytest.raises(sqlite3.OperationalError) as other:
+            store.conn.execute("SELECT * FROM no_such_table")
+    finally:
+        store.close()
+    assert str(damaged_store_error(raw.value)) == str(store._damaged(str(raw.value)))
+    assert damaged_store_error(other.value) is None and damaged_store_error(ValueError("malformed")) is None
 
 
 # ---- disk full, read-only, Ctrl-C -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Annotated  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console
 from rich.markup import escape  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
 
 from transferscale.cli.axes import axes_command  # noqa: E402
 from transferscale.cli.cost import cost_command  # noqa: E402
@@ -27,7 +28,23 @@ from transferscale.cli.probe import probe_command  # noqa: E402
 from transferscale.cli.report import report_command  # noqa: E402
 from transferscale.errors import TransferscaleError  # noqa: E402
 
+
+class Commands(TyperGroup):
+    """The command group: whatever command runs, a query that meets a damaged results store ends it with the
+    store's own "is damaged" message and exit code 2 (`damaged_store_error`), not SQLite's traceback."""
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            problem = damaged_store_error(err)
+            if problem is None:
+                raise
+            _fail(problem)
+
+
 app = typer.Typer(
+    cls=Commands,
     help="Run and analyse pre-training -> downstream transfer studies.\n\n"
     "Start with `transferscale run` (the embedded default study, offline, on the CPU), then "
     "`transferscale results` and `transferscale status`.",
@@ -51,6 +68,44 @@ LAST_RUN = ".last-run"  # in RUNS_ROOT: which study `transferscale run` ran last
 def _fail(err: TransferscaleError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     raise typer.Exit(2)
+
+
+def damaged_store_error(err: BaseException) -> TransferscaleError | None:
+    """The error to show for `err` when it is, or was raised from (pandas wraps it), SQLite saying a database is
+    malformed or not a database; None for any other error.
+
+    A reader checks every page only of stores up to `store.QUICK_CHECK_BYTES` when it opens them, so in a larger
+    one the damage may first be met by a query, anywhere a command reads. The message is the one the store gives
+    when its open-time check finds damage, for the store the query ran on: the `Store` found innermost among the
+    failed call's frames."""
+    import sqlite3
+
+    from transferscale.store import Store
+
+    chain, cause = [], err
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    found = next((e for e in chain if isinstance(e, sqlite3.DatabaseError)), None)
+    if found is None:
+        return None
+    code = getattr(found, "sqlite_errorcode", None)
+    text = str(found).lower()
+    if (code is None or code & 0xFF not in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)) and \
+            "malformed" not in text and "not a database" not in text:
+        return None
+    store = None
+    for e in chain:
+        tb = e.__traceback__
+        while tb is not None:
+            store = next((v for v in tb.tb_frame.f_locals.values() if isinstance(v, Store)), store)
+            tb = tb.tb_next
+    if store is not None:
+        return store._damaged(str(found))
+    return TransferscaleError(
+        f"a results store this command read is damaged ({found}); nothing was written to it. Move it aside (its "
+        "results.sqlite, with its -wal and -shm files if any) and run the study again: its checkpoints and feature "
+        "cache rebuild the rows far faster than the first time")
 
 
 def _resolve_dir(study_dir: Path | None) -> Path:

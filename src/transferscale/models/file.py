@@ -13,6 +13,10 @@ Three kinds of file are understood, told apart by their contents:
     "model": state dict, ...}, rebuilt with `transferscale.models.grid.build_model` for Options `img_size`
     (default 28) and `in_chans` (default 1); the class count is read from the head in the file.
 
+The spec refuses a file that cannot be a torch checkpoint before any work: one that is empty, neither the zip
+archive torch.save writes nor its legacy pickle format, or a zip archive whose directory cannot be read (a copy
+cut short) or, for files up to CRC_CHECK_BYTES, a member of which fails its checksum.
+
 Files are read with `torch.load(weights_only=True)`, which refuses pickled Python objects other than tensors
 and plain containers. A file that needs more fails with a message; `trust_pickle = true` reads it with full
 unpickling, which can run code stored in the file, so only for files whose origin you trust.
@@ -25,6 +29,8 @@ Importing this module does not import torch; the spec validates `Options` withou
 """
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
     from transferscale.models.backbone import Backbone
 
 TRANSFERSCALE_IMG_SIZE, TRANSFERSCALE_IN_CHANS = 28, 1
+CRC_CHECK_BYTES = 64 << 20  # checkpoints up to this size have every member's checksum verified at spec time
+_LOOKED_AT: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> checkpoint_problem's answer
 
 
 class FileOptions(BaseModel):
@@ -51,6 +59,44 @@ class FileOptions(BaseModel):
     in_chans: int | None = Field(default=None, gt=0)  # None = 1 for transferscale checkpoints, else the file's stem
     batch_size: int | None = Field(default=None, gt=0)  # None = 16 for timm models, 500 for transferscale ones
     trust_pickle: bool = False  # allow full unpickling (runs code from the file) when weights_only refuses it
+
+
+def checkpoint_problem(path: Path) -> str:
+    """Why the file at `path` cannot be a torch checkpoint, judged from its structure without loading it ('' when
+    it may be one). A torch.save file is a zip archive: its directory (at the end, where a copy cut short loses
+    it) is read, and so, when the file is no larger than CRC_CHECK_BYTES, is every member, against its checksum.
+    A file opening with a pickle's first byte (torch's legacy format) is let through unchecked. Answers are kept
+    per version of a file, since every source made from the spec asks again."""
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if key not in _LOOKED_AT:
+            _LOOKED_AT[key] = _structure_problem(path, stat.st_size)
+        return _LOOKED_AT[key]
+    except OSError as err:
+        return f"it cannot be read: {err.strerror or err}"
+
+
+def _structure_problem(path: Path, size: int) -> str:
+    if size == 0:
+        return "it is empty"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head.startswith(b"PK"):
+        if head.startswith(b"\x80"):  # a pickle stream: torch.save(..., _use_new_zipfile_serialization=False)
+            return ""
+        return "it is neither the zip archive torch.save writes nor torch's legacy format"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if not any(m.filename.rpartition("/")[2] == "data.pkl" for m in members):
+                return "it is a zip archive without the data.pkl that torch.save writes"
+            if any(m.header_offset + m.compress_size > size for m in members):
+                return "it is cut short: its members run past its end"
+            bad = archive.testzip() if size <= CRC_CHECK_BYTES else None
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error) as err:
+        return f"it is cut short or damaged ({err})"
+    return f"it is damaged: {bad} in it fails its checksum" if bad else ""
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -90,6 +136,11 @@ class FileSource(ModelSource):
         if not self.path.is_file():
             raise TransferscaleError(f"file:{self.ref}: no checkpoint file at {self.path.resolve()}; pass the path "
                                      "of an existing file")
+        problem = checkpoint_problem(self.path)
+        if problem:
+            raise TransferscaleError(f"file:{self.ref}: {self.path.resolve()} is not a readable torch checkpoint: "
+                                     f"{problem}; save it again with torch.save, or copy it again from where it "
+                                     "came from")
 
     def default_name(self) -> str:
         return self.path.stem
