@@ -278,7 +278,7 @@ def test_the_report_survives_its_background_process_dying(studies, tmp_path, mon
 
     import transferscale.report as report
 
-    monkeypatch.setattr(report, "_background_main", lambda *args: os._exit(1))
+    monkeypatch.setattr(report, "_background_work", lambda *args: os._exit(1))
     _, died = report.build_study_report(studies["layers"], tmp_path / "died.html", n_bootstrap=20, jobs=2)
     _, one = report.build_study_report(studies["layers"], tmp_path / "one.html", n_bootstrap=20, jobs=1)
     assert _page_without_timing(died) == _page_without_timing(one)
@@ -295,3 +295,65 @@ def test_an_error_in_the_background_fits_reaches_the_caller(studies, tmp_path, m
     with pytest.raises(TransferscaleError, match="the fits broke here"):
         report.build_study_report(studies["layers"], tmp_path / "x.html", n_bootstrap=20, jobs=2)
     assert not (tmp_path / "x.html").exists()
+
+
+def _block_reads_here(monkeypatch) -> list:
+    """The layer-wise (depth=True) seed-group reads this process makes; a forked child's go to its own copy."""
+    calls = []
+    original = Store.seed_groups
+
+    def counted(self, *args, **kwargs):
+        if kwargs.get("depth"):
+            calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "seed_groups", counted)
+    return calls
+
+
+def test_prefetched_layer_rows_are_used_only_from_the_same_state_of_the_store(studies, monkeypatch):
+    import os
+
+    import transferscale.report.data as report_data
+
+    want = load_study(studies["layers"])
+    reads = _block_reads_here(monkeypatch)
+    got = load_study(studies["layers"], prefetch=True)
+    assert reads == []  # the forked reader's groups were used
+    pd.testing.assert_frame_equal(got.layers, want.layers, check_exact=True)
+    monkeypatch.setattr(report_data, "_store_state", lambda store: os.getpid())  # as if a writer committed between
+    again = load_study(studies["layers"], prefetch=True)
+    assert len(reads) == 1  # read here instead
+    pd.testing.assert_frame_equal(again.layers, want.layers, check_exact=True)
+
+
+def test_a_commit_between_the_two_snapshots_is_seen(studies, tmp_path, monkeypatch):
+    """The forked reader's snapshot is taken before this process opens the store; a run committed in between
+    must not leave the layer-wise rows older than the rest of the page."""
+    import shutil
+
+    import transferscale.report.data as report_data
+
+    study = tmp_path / "live"
+    shutil.copytree(studies["layers"], study)
+    with Store(study, create=False) as store:
+        rows = store.tidy_rows("m.layer >= 0 AND m.metric = ?", ("fewshot_accuracy",))
+    key = rows["run"].iloc[0]
+    mine = rows[rows["run"] == key]
+    bumped = [Measurement("fewshot_accuracy", r.task, float(r.value) / 2, int(r.shots), int(r.seed), int(r.layer),
+                          float(r.l2), float(r.depth)) for r in mine.itertuples()]
+    original = report_data._BlockPrefetch.__init__
+
+    def prefetch_then_commit(self, study_dir):
+        original(self, study_dir)
+        self.job.get("blocks", lambda: None)  # the child's snapshot is read and sent
+        with Store(study_dir) as writer:
+            writer.commit_run(key, bumped, [], params=None, train_seconds=0, eval_seconds=0)
+
+    monkeypatch.setattr(report_data._BlockPrefetch, "__init__", prefetch_then_commit)
+    reads = _block_reads_here(monkeypatch)
+    got = load_study(study, prefetch=True)
+    assert len(reads) == 1  # the prefetched rows were stale: read again here
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(got.layers, load_study(study).layers, check_exact=True)
+    assert not got.layers.equals(load_study(studies["layers"]).layers)

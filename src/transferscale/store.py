@@ -665,6 +665,12 @@ class Store:
         return self.conn.execute(f"SELECT 1 FROM coded_measurements m WHERE {where} LIMIT 1",
                                  tuple(params)).fetchone() is not None
 
+    def top_shots(self, metric: str, where: str = "1", params: Sequence = ()) -> int | None:
+        """The largest shot count of `metric`'s rows satisfying `where` (SQL over `m`; None: no such row)."""
+        (top,) = self.conn.execute(f"SELECT MAX(m.shots) FROM coded_measurements m WHERE m.metric_code = ? AND "
+                                   f"({where})", (self._name_code(metric), *params)).fetchone()
+        return None if top is None else int(top)
+
     def seed_groups(self, metric: str, where: str = "1", params: Sequence = (), *, depth: bool = False,
                     chunk: int = 20_000) -> SeedGroups:
         """One row per (run, task, shots, layer) of `metric` among the rows satisfying `where` (SQL over

@@ -105,103 +105,47 @@ def build_study_report(study_dir: str | Path, out: str | Path, n_bootstrap: int 
                        command: str = "", jobs: int | None = None) -> tuple[ReportData, Path]:
     """`build_report(load_study(study_dir), out, ...)`, the same page, with the work overlapped.
 
-    With jobs > 1 (None: one per core) and fork available, one forked process starts the fits (`analyse`)
-    as soon as the fit points are read, while this process reads the layer rows, fine-tuning, shape and gap
-    data; that process then draws BACKGROUND_FIGURES and this one the rest. Every number and figure is the
-    one a single process gives (the fits are seeded per group; a test holds the page equal). Returns the
-    data (for its notes) and the page's path.
+    With jobs > 1 (None: one per core) and fork available (`report.forked`): one forked process reads the
+    layer-wise rows while this one reads the fit points (`load_study(prefetch=True)`); another starts the fits
+    (`analyse`) as soon as the fit points are read, then draws BACKGROUND_FIGURES, while this one reads the rest
+    and draws the other figures. Every number and figure is the one a single process gives (the fits are seeded
+    per group; tests hold the page equal). Returns the data (for its notes) and the page's path.
     """
-    import multiprocessing as mp
-
     from transferscale.analysis.saturation import default_jobs
+    from transferscale.report.forked import Forked, can_fork
 
     start = time.perf_counter()
     jobs = default_jobs(len(FIGURES)) if jobs is None else max(1, int(jobs))
-    if jobs == 1 or "fork" not in mp.get_all_start_methods():
+    if jobs == 1 or not can_fork():
         data = load_study(study_dir)
         return data, build_report(data, out, n_bootstrap=n_bootstrap, seed=seed, command=command, jobs=1)
-    background = _Background(n_bootstrap, seed, jobs - 1)
+    background: list = []
+    core: list = []
+
+    def start_fits(first: ReportData) -> None:
+        core.append(first)
+        background.append(Forked(_background_work, first, n_bootstrap, seed, jobs - 1))
+
     try:
-        data = load_study(study_dir, early=background.start)
-        res = background.get("analysis")
+        data = load_study(study_dir, early=start_fits, prefetch=True)
+        res = background[0].get("analysis", lambda: analyse(core[0], n_bootstrap=n_bootstrap, seed=seed,
+                                                             jobs=jobs - 1))
         figs = draw_figures(data, res, jobs - 1, names=tuple(f for f in FIGURES if f not in BACKGROUND_FIGURES))
-        figs.update({name: background.get(name) for name in BACKGROUND_FIGURES})
+        for name in BACKGROUND_FIGURES:
+            figs[name] = background[0].get(name, lambda name=name: _draw(name, core[0], res))
     finally:
-        background.stop()
+        for job in background:
+            job.stop()
     from transferscale.report import html
 
     text = html.page(data, res, {name: figs[name] for name in FIGURES}, command, time.perf_counter() - start)
     return data, _write(out, text)
 
 
-_CORE: ReportData | None = None  # what `load_study` gave `early`, for the forked background process
-
-
-class _Background:
-    """One forked process: `analyse(core)`, then BACKGROUND_FIGURES, each result sent back down a pipe as it
-    is ready. A result it could not send (the process died, or raised) is computed here instead, after its
-    error is raised if it raised one."""
-
-    def __init__(self, n_bootstrap: int, seed: int, jobs: int):
-        self.n_bootstrap, self.seed, self.jobs = n_bootstrap, seed, jobs
-        self.proc = self.conn = self.core = None
-        self.results: dict = {}
-
-    def start(self, core: ReportData) -> None:
-        import multiprocessing as mp
-
-        global _CORE
-        self.core = _CORE = core
-        ctx = mp.get_context("fork")
-        self.conn, child = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_background_main, args=(child, self.n_bootstrap, self.seed, self.jobs),
-                                daemon=True)
-        try:
-            self.proc.start()
-        finally:
-            _CORE = None
-            child.close()
-
-    def get(self, name: str):
-        while name not in self.results and self.conn is not None:
-            try:
-                key, value = self.conn.recv()
-            except (EOFError, OSError):  # the process ended without sending it
-                self.conn = None
-                break
-            if key == "error":
-                self.conn = None
-                raise value
-            self.results[key] = value
-        if name not in self.results:
-            if name == "analysis":
-                self.results[name] = analyse(self.core, n_bootstrap=self.n_bootstrap, seed=self.seed,
-                                             jobs=self.jobs)
-            else:
-                self.results[name] = _draw(name, self.core, self.get("analysis"))
-        return self.results[name]
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            if self.proc.is_alive():
-                self.proc.terminate()
-            self.proc.join()
-        if self.conn is not None:
-            self.conn.close()
-
-
-def _background_main(conn, n_bootstrap: int, seed: int, jobs: int) -> None:
-    """The background process: the fits on the core data it inherited, then its figures, sent as ready."""
-    core = _CORE
-    try:
-        res = analyse(core, n_bootstrap=n_bootstrap, seed=seed, jobs=jobs)
-        conn.send(("analysis", res))
-        for name in BACKGROUND_FIGURES:
-            conn.send((name, _draw(name, core, res)))
-    except BaseException as err:  # noqa: BLE001 - raised again in the parent, which shows it
-        try:
-            conn.send(("error", err))
-        except Exception:  # noqa: BLE001 - an error that does not pickle: the parent computes it itself
-            pass
-    finally:
-        conn.close()
+def _background_work(send, core: ReportData, n_bootstrap: int, seed: int, jobs: int) -> None:
+    """The forked fits on the core data (see `load_study`'s `early`), then BACKGROUND_FIGURES, each sent as
+    it is ready."""
+    res = analyse(core, n_bootstrap=n_bootstrap, seed=seed, jobs=jobs)
+    send("analysis", res)
+    for name in BACKGROUND_FIGURES:
+        send(name, _draw(name, core, res))

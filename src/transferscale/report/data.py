@@ -83,7 +83,8 @@ class ReportData:
 # ---- a study ------------------------------------------------------------------------------------------
 
 
-def load_study(study_dir: Path, early: Callable[[ReportData], None] | None = None) -> ReportData:
+def load_study(study_dir: Path, early: Callable[[ReportData], None] | None = None,
+               prefetch: bool = False) -> ReportData:
     """Read a study's store: trained points on the final layer, baselines, layer-wise rows, provenance.
 
     Only what the page shows is read, aggregated in SQL (seed means of the final layer, and of every block
@@ -94,23 +95,89 @@ def load_study(study_dir: Path, early: Callable[[ReportData], None] | None = Non
     `ReportData` holding only those (no layers, fine-tuning, shape or gap data, no facts), before the rest
     is read: what the fits need, so that a caller can start them while the store is still being read
     (`report.build_study_report`). The data returned holds everything, those parts the same objects.
+
+    `prefetch`: a forked process reads the layer-wise rows meanwhile (`_BlockPrefetch`); the same rows.
     """
+    from transferscale.report.forked import can_fork
     from transferscale.store import Store  # torch-free; lazily so `--csv` needs no store
 
     study_dir = Path(study_dir)
+    blocks = _BlockPrefetch(study_dir) if prefetch and can_fork() else None  # before this process opens the store
+    try:
+        with Store(study_dir, create=False) as store, store.snapshot():
+            runs_read = store.runs_table()
+            if runs_read.empty:
+                raise TransferscaleError(f"the study at {study_dir} has no results yet; run it first "
+                                         "(`transferscale run`) and make the report when some runs are done")
+            mode = study_mean_mode(store, runs_read)
+            us = store_upstream(store, trained_only=True)
+            return _study_data(study_dir, store, runs_read, mode, us, early, blocks)
+    finally:
+        if blocks is not None:
+            blocks.stop()
+
+
+class _BlockPrefetch:
+    """Every probed block's seed groups at the largest final-layer shot count (what `_layer_rows` reads), read
+    by a forked process from its own connection while this one reads the fit points.
+
+    Its groups are used only where they are the ones this process would read: the same blocks and shot count,
+    from the same state of the store (`_store_state`); otherwise, or if the process failed, this one reads them.
+    """
+
+    def __init__(self, study_dir: Path):
+        from transferscale.report.forked import Forked
+
+        self.job = Forked(_prefetch_blocks, study_dir)
+
+    def read(self, store, where: str, shots: int):
+        from transferscale.store import FEWSHOT
+
+        try:
+            got = self.job.get("blocks", lambda: None)
+        except Exception:  # noqa: BLE001 - whatever it met, this process meets (and reports) it itself
+            got = None
+        if got is not None:
+            state, their_where, their_shots, groups = got
+            if (their_where, their_shots) == (where, shots) and state == _store_state(store):
+                return groups
+        return store.seed_groups(FEWSHOT, where, (shots,), depth=True)
+
+    def stop(self) -> None:
+        self.job.stop()
+
+
+def _prefetch_blocks(send, study_dir: Path) -> None:
+    """The forked reader of `_BlockPrefetch`: its own connection and snapshot; sends nothing when there are no
+    blocks."""
+    from transferscale.store import FEWSHOT, Store
+
     with Store(study_dir, create=False) as store, store.snapshot():
-        runs_read = store.runs_table()
-        if runs_read.empty:
-            raise TransferscaleError(f"the study at {study_dir} has no results yet; run it first "
-                                     "(`transferscale run`) and make the report when some runs are done")
-        mode = study_mean_mode(store, runs_read)
-        us = store_upstream(store, trained_only=True)
-        return _study_data(study_dir, store, runs_read, mode, us, early)
+        where, shots = _blocks_where(store), store.top_shots(FEWSHOT, "m.layer = -1")
+        if where is not None and shots is not None:
+            groups = store.seed_groups(FEWSHOT, where, (shots,), depth=True)
+            send("blocks", (_store_state(store), where, shots, groups))
+
+
+def _store_state(store) -> tuple:
+    """What tells two snapshots of a store apart: per run status, how many runs and the sums of their start and
+    finish times, and the same of the evaluations. Every commit of measurements sets its run's `finished` (and
+    its evaluations'), to the time of the commit."""
+    return (tuple(store.conn.execute("SELECT status, COUNT(*), TOTAL(started), TOTAL(finished) FROM runs "
+                                     "GROUP BY status ORDER BY status")),
+            store.conn.execute("SELECT COUNT(*), TOTAL(finished) FROM evaluations").fetchone())
+
+
+def _read_blocks(store, where: str, shots: int):
+    from transferscale.store import FEWSHOT
+
+    return store.seed_groups(FEWSHOT, where, (shots,), depth=True)
 
 
 def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: pd.DataFrame,
-                early: Callable[[ReportData], None] | None = None) -> ReportData:
-    """Everything else `load_study` reads, from the open store (`early`: see `load_study`)."""
+                early: Callable[[ReportData], None] | None = None, blocks: _BlockPrefetch | None = None
+                ) -> ReportData:
+    """Everything else `load_study` reads, from the open store (`early`, `blocks`: see `load_study`)."""
     from transferscale.store import FEWSHOT
 
     meta = store.meta()
@@ -156,7 +223,8 @@ def _study_data(study_dir: Path, store, runs_read: pd.DataFrame, mode: str, us: 
     )
     if early is not None:
         early(core)
-    layers, layer_seeds = _layer_rows(store, runs_read, us, mode, runs_info, max(shots) if shots else None)
+    layers, layer_seeds = _layer_rows(store, runs_read, us, mode, runs_info, max(shots) if shots else None,
+                                      _read_blocks if blocks is None else blocks.read)
     finetune, ft_seeds = _finetune(store, top, tasks)
     seeds |= layer_seeds | base_seeds | ft_seeds
     facts = _study_facts(study_dir, meta, spec, runs, int(runs_read["n_rows"].sum()), len(seeds), points)
@@ -260,7 +328,7 @@ def _blocks_where(store) -> str | None:
 
 
 def _layer_rows(store, runs_read: pd.DataFrame, us: pd.DataFrame, mode: str, runs_info: pd.DataFrame,
-                shots) -> tuple[pd.DataFrame, set]:
+                shots, read: Callable = _read_blocks) -> tuple[pd.DataFrame, set]:
     """Trained runs' few-shot accuracy at real layer indices (layer >= 0), with relative depth in (0, 1], at
     the shot count the layer-wise figure draws (the report's reference, the largest; where no block was
     probed at it, the largest the blocks were probed at), and the seeds seen.
@@ -278,11 +346,9 @@ def _layer_rows(store, runs_read: pd.DataFrame, us: pd.DataFrame, mode: str, run
     where = _blocks_where(store)
     if shots is None or where is None:
         return empty
-    groups = store.seed_groups(FEWSHOT, where, (int(shots),), depth=True)
+    groups = read(store, where, int(shots))
     if not len(groups.take(trained_groups(groups, runs_read))):
-        (top,) = store.conn.execute("SELECT MAX(shots) FROM measurements WHERE metric = ? AND layer >= 0",
-                                    (FEWSHOT,)).fetchone()
-        groups = store.seed_groups(FEWSHOT, where, (int(top),), depth=True)
+        groups = _read_blocks(store, where, store.top_shots(FEWSHOT, "m.layer >= 0"))
     groups = groups.take(trained_groups(groups, runs_read))
     seeds = set(groups.seeds_present())
     depth = _recorded_depth(store, groups)
