@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import typer
-from test_report import SHOTS, write_study
+from test_report import write_study
 from typer.testing import CliRunner
 
 from transferscale.analysis import fit_saturation
@@ -82,7 +82,8 @@ def _legacy_report_frames(study):
     base = res[(res["kind"] == "baseline") & (res["metric"] == "fewshot_accuracy") & (res["layer"] == -1)]
     base = base.groupby(["name", "run_kind", "family", "task", "shots"], as_index=False, dropna=False).agg(
         ds_acc=("value", "mean"))
-    lay = pts[(pts["layer"] >= 0) & (pts["shots"] == max(SHOTS))].rename(columns={"name": "model"})
+    top = pts.loc[pts["layer"] == -1, "shots"].max()  # the largest shot count, which the layer figure draws
+    lay = pts[(pts["layer"] >= 0) & (pts["shots"] == top)].rename(columns={"name": "model"})
     return pts[pts["layer"] == -1], base, lay, finetune_points(res), res
 
 
