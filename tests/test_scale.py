@@ -263,11 +263,12 @@ def _page_without_timing(path) -> str:
     return re.sub(r"Made by transferscale .*? in [0-9.]+ s\.", "", path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("name", ["finetune", "shuffled"])
-def test_the_overlapped_report_is_the_one_process_page(studies, name, tmp_path):
+@pytest.mark.parametrize(("name", "jobs"), [("finetune", 2), ("shuffled", 2), ("layers", 4)])
+def test_the_overlapped_report_is_the_one_process_page(studies, name, jobs, tmp_path):
+    """jobs=4: the forked fits start a process pool of their own, and the parent draws in two processes."""
     from transferscale.report import build_report, build_study_report
 
-    data, two = build_study_report(studies[name], tmp_path / "two.html", n_bootstrap=20, jobs=2)
+    data, two = build_study_report(studies[name], tmp_path / "two.html", n_bootstrap=20, jobs=jobs)
     _, one = build_study_report(studies[name], tmp_path / "one.html", n_bootstrap=20, jobs=1)
     plain = build_report(load_study(studies[name]), tmp_path / "plain.html", n_bootstrap=20, jobs=2)
     assert _page_without_timing(one) == _page_without_timing(two) == _page_without_timing(plain)

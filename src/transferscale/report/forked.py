@@ -37,7 +37,9 @@ class Forked:
         self._results: dict = {}
         self._ended = False
         self._cond = threading.Condition()
-        self._proc = ctx.Process(target=_child, args=(child, work, args), daemon=True)
+        # not a daemon: the work may start a process pool of its own (the fits' bootstraps on a many-core
+        # machine), which a daemonic process may not; `stop` ends it, whatever happens
+        self._proc = ctx.Process(target=_child, args=(child, work, args))
         try:
             self._proc.start()
         finally:
