@@ -88,3 +88,43 @@ def test_the_sections_and_the_axes_analysis_stay_torch_free(costly):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_frontier_labels_are_short_and_say_their_abbreviations():
+    from transferscale.report.shape import label_key, short_label
+
+    assert short_label("mixer-s-embed_dim21-num_blocks8") == "mixer-s ed21 nb8"
+    assert short_label("vit-s-depth8-embed_dim16") == "vit-s d8 ed16"
+    assert short_label("vit-s") == "vit-s"
+    assert short_label("timm:tf_efficientnet_lite0-img_size128") == "timm:tf_efficientnet_lite0-img_size128"
+    assert label_key(["mixer-s-embed_dim21-num_blocks8", "vit-s-depth8-embed_dim16", "vit-s"]) == \
+        "d = depth, ed = embed_dim, nb = num_blocks"
+
+
+def test_labels_of_a_tight_cluster_do_not_overlap_and_stay_in_the_panel():
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from transferscale.report.shape import _label_points
+
+    fig, ax = plt.subplots(figsize=(2.2, 1.6), dpi=150)
+    x = np.array([1e4, 1.05e4, 1.1e4, 1.12e4, 5e4, 9.8e4, 1e5])
+    y = np.array([0.60, 0.601, 0.603, 0.599, 0.5, 0.62, 0.621])
+    ax.scatter(x, y)
+    ax.set_xscale("log")
+    _label_points(ax, x, y, [f"mixer-s ed{i}{i} nb{i}" for i in range(len(x))])
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    from matplotlib.text import Text
+
+    boxes = [Text.get_window_extent(t, renderer) for t in ax.texts]  # the text, not its leader line
+    panel = ax.get_window_extent(renderer)
+    assert len(boxes) == len(x)
+    for i, a in enumerate(boxes):
+        assert a.x0 >= panel.x0 - 1 and a.x1 <= panel.x1 + 1 and a.y0 >= panel.y0 - 1 and a.y1 <= panel.y1 + 1
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), (a, b)
+    plt.close(fig)

@@ -12,6 +12,7 @@ frontier; the frontier is drawn through each architecture's best (`analysis.pare
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from html import escape
 
@@ -218,7 +219,8 @@ def _cost_html(shape: ShapeData) -> str:
            "the task, by family and size; grey dots: its "
            "other checkpoints (budgets, snapshots), which cost the same, so only the best of them can be on the "
            "frontier. The black steps join the Pareto frontier, the architectures no other beats at no more cost "
-           "(fewer parameters or FLOPs, or more examples per second); frontier points are labelled.")
+           "(fewer parameters or FLOPs, or more examples per second); frontier points are labelled"
+           + (f" ({label_key(shape.frontiers['label'])})" if label_key(shape.frontiers["label"]) else "") + ".")
     alt = "DS accuracy against parameters, FLOPs and throughput"
     figure = "" if png is None else (f'<figure><img src="{style.data_uri(png)}" alt="{alt}">'
                                      f"<figcaption>{escape(cap)}</figcaption></figure>")
@@ -265,6 +267,88 @@ def _dominated(shape: ShapeData) -> str:
     return lede + table
 
 
+_FIELD = re.compile(r"^([a-z]+(?:_[a-z]+)*?)(\d[\dx.]*)$")
+
+
+def short_label(label: str) -> str:
+    """An architecture's label for a crowded panel: its shape fields abbreviated to their initials
+    (`mixer-s-embed_dim21-num_blocks8` -> `mixer-s ed21 nb8`, `vit-s-depth8-embed_dim16` -> `vit-s d8 ed16`);
+    a label without such fields (`vit-s`, a `timm:` source) stays as it is."""
+    family, _, rest = str(label).partition("-")
+    size, _, fields = rest.partition("-")
+    if not fields or ":" in family:
+        return str(label)
+    short = []
+    for token in fields.split("-"):
+        m = _FIELD.match(token)
+        short.append("".join(w[0] for w in m.group(1).split("_")) + m.group(2) if m else token)
+    return f"{family}-{size} " + " ".join(short)
+
+
+def label_key(labels) -> str:
+    """The abbreviations `short_label` makes of these labels, e.g. "ed = embed_dim, nb = num_blocks"."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        for token in str(label).split("-")[2:]:
+            m = _FIELD.match(token)
+            short = m and "".join(w[0] for w in m.group(1).split("_"))
+            if m and short != m.group(1):
+                seen.setdefault(short, m.group(1))
+    return ", ".join(f"{k} = {v}" for k, v in sorted(seen.items()))
+
+
+def _sparse_log_ticks(ax) -> None:
+    """Log-axis tick labels that do not run into each other in a narrow panel: the decades, and within less
+    than two decades also 2x and 5x (matplotlib's default labels 2x, 3x, 4x and 6x there)."""
+    from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, NullFormatter
+
+    lo, hi = ax.dataLim.intervalx
+    if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi) or np.log10(hi / lo) >= 2:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        return
+    every = LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(np.inf, np.inf))
+
+    def two_and_five(x, pos=None):
+        mantissa = x / 10 ** np.floor(np.log10(x) + 1e-9) if x > 0 else 0.0
+        return every(x, pos) if min(abs(mantissa - 2), abs(mantissa - 5)) < 1e-6 else ""
+
+    every.set_axis(ax.xaxis)
+    ax.xaxis.set_minor_formatter(FuncFormatter(two_and_five))
+
+
+def _label_points(ax, x, y, labels, fontsize: float = 5.5) -> None:
+    """Label points without the labels running into each other or out of the panel: each label goes at the
+    upper right of its point (upper left where it would run past the right edge), or, where that overlaps a
+    label already placed, the nearest free line above or below it inside the panel (sizes estimated from the
+    font size)."""
+    ax.autoscale_view()
+    to_pts = ax.transData + ax.figure.dpi_scale_trans.inverted()  # data -> inches
+    (x0, y0), (x1, y1) = (ax.transAxes + ax.figure.dpi_scale_trans.inverted()).transform([(0, 0), (1, 1)])
+    line, char = fontsize * 1.25 / 72, fontsize * 0.55 / 72  # inches
+    placed: list[tuple[float, float, float, float]] = []
+    for xx, yy, text in sorted(zip(x, y, labels), key=lambda t: t[1]):
+        px, py = to_pts.transform((xx, yy))
+        width = char * len(text)
+        left = px + 0.04 + width > x1
+        lo = px - 0.04 - width if left else px + 0.04
+        first = min(py + 0.03, y1 - line)
+        tries = [first + k * line * sign for k in range(12) for sign in ((1,) if k == 0 else (1, -1))]
+        top = next((t for t in tries if _free(placed, lo, lo + width, t, t + line, y0, y1)), first)
+        placed.append((lo, lo + width, top, top + line))
+        anchor = lo + width if left else lo
+        moved = dict(arrowprops=dict(arrowstyle="-", lw=0.4, color="#9a9a9a", shrinkA=0, shrinkB=2)) \
+            if top != first else {}  # a label moved off its point's line is joined to it
+        ax.annotate(text, (xx, yy), xytext=((anchor - px) * 72, (top - py) * 72), textcoords="offset points",
+                    fontsize=fontsize, ha="right" if left else "left", va="bottom", annotation_clip=False,
+                    zorder=4, **moved)
+
+
+def _free(placed: list, left: float, right: float, bottom: float, top: float, y0: float, y1: float) -> bool:
+    """Whether the box [left, right] x [bottom, top] lies within y0..y1 and overlaps none of `placed`."""
+    return y0 <= bottom and top <= y1 and not any(left < b_hi and right > b_lo and bottom < t_hi and top > t_lo
+                                                  for b_lo, b_hi, t_lo, t_hi in placed)
+
+
 def pareto_figure(shape: ShapeData) -> bytes | None:
     """Rows: (protocol, task); columns: each cost; DS accuracy against the cost on a log axis."""
     from matplotlib.lines import Line2D
@@ -290,13 +374,12 @@ def pareto_figure(shape: ShapeData) -> bytes | None:
                     ax.scatter([r.cost_value], [r.ds_acc], s=34, marker=style.size_marker(r.size),
                                color=style.family_colour(r.family), edgecolor="white", linewidth=0.5, zorder=3)
                 front = g[g["on_frontier"]].sort_values("cost_value", ascending=lower)
+                ax.set_xscale("log")
+                _sparse_log_ticks(ax)
                 if len(front):
                     x, y = front["cost_value"].to_numpy(float), front["ds_acc"].to_numpy(float)
                     ax.step(x, y, where="post", color=style.HULL_COLOUR, lw=1.0, zorder=2)
-                    for xx, yy, name in zip(x, y, front["label"]):
-                        ax.annotate(str(name), (xx, yy), textcoords="offset points", xytext=(3, 3), fontsize=5.5,
-                                    annotation_clip=False)
-                ax.set_xscale("log")
+                    _label_points(ax, x, y, [short_label(n) for n in front["label"]])
                 what = f"{task}" + (" (fine-tuned)" if protocol == "finetune" else f" ({shape.shots}-shot)")
                 ax.set_title(what, loc="left")
                 ax.set_xlabel(label)
