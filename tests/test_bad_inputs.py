@@ -96,11 +96,12 @@ def results(study_dir: Path) -> dict:
 
 
 def clean_failure(out, phrase: str, code: int = 2) -> None:
-    """The command failed with `code`, said `phrase`, and printed no traceback."""
+    """The command failed with `code`, said `phrase` in one error message, and printed no traceback."""
     assert out.exit_code == code, out.output
     assert out.exception is None or isinstance(out.exception, SystemExit), repr(out.exception)
     text = " ".join(out.output.split())  # rich wraps long lines
     assert phrase in text, text
+    assert text.count("error:") <= 1, text  # never the same error twice (an interrupt is not an error)
     assert "Traceback" not in out.output
 
 

@@ -34,8 +34,12 @@ class Commands(TyperGroup):
     store's own "is damaged" message and exit code 2 (`damaged_store_error`), not SQLite's traceback."""
 
     def invoke(self, ctx: typer.Context) -> object:
+        import click
+
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # the command has already said what went wrong (and may have met the damage itself)
         except Exception as err:
             problem = damaged_store_error(err)
             if problem is None:
@@ -85,7 +89,7 @@ def damaged_store_error(err: BaseException) -> TransferscaleError | None:
     chain, cause = [], err
     while cause is not None and len(chain) < 8:
         chain.append(cause)
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
     found = next((e for e in chain if isinstance(e, sqlite3.DatabaseError)), None)
     if found is None:
         return None
