@@ -98,7 +98,7 @@ def test_every_section_is_on_the_page(page):
     assert "fixture" in page and "2026-01-02" in page and "transferscale report STUDY" in page
     assert "20 bootstrap resamples" in page or "20-resample" in page
     images = _images(page)
-    assert len(images) == 5  # frontier, shots, axes, correlations, layers; no fine-tuning in this study
+    assert len(images) == 6  # frontier, extrapolation, shots, axes, correlations, layers; no fine-tuning here
     for img in images:
         assert img.shape[0] > 200 and img.shape[1] > 500 and img[..., :3].std() > 0.05  # drawn, not blank
 
@@ -119,7 +119,7 @@ def test_summary_names_the_best_checkpoint_per_task(page):
 
 def test_layer_section_says_how_to_get_layers_when_a_study_has_none(tmp_path):
     html = render(load_study(write_study(tmp_path / "flat", layers=False)), n_bootstrap=0)
-    assert "no layer-wise probes" in html and len(_images(html)) == 4
+    assert "no layer-wise probes" in html and len(_images(html)) == 5  # no layer figure
 
 
 def test_layers_use_relative_depth(study, tmp_path):
@@ -219,6 +219,33 @@ def test_the_extrapolation_section_compares_hull_and_all_points(study, page):
     assert row[3] == f"{near.loc['upper_hull', 'rmse_frontier']:.3f}"
     assert row[4] == f"{near.loc['all', 'rmse_frontier']:.3f}"
     assert row[5] == f"{near.loc['upper_hull', 'bias_frontier']:+.3f}"
+    assert len(_images(section)) == 1  # errors and biases, hull against all points
+
+
+def test_the_extrapolation_figure_counts_the_groups_the_hull_wins(study, monkeypatch):
+    from transferscale.report import analyse
+    from transferscale.report.figures_tasks import extrapolation_scatter
+
+    data = load_study(study)
+    res = analyse(data, n_bootstrap=0)
+    wide = res.extrapolation.pivot_table(index=["task", "shots"], columns="points", values="rmse_frontier")
+    both = wide.dropna()
+    assert len(both) > 0 and extrapolation_scatter(data, res) is not None
+    wins = int((both["upper_hull"] < both["all"]).sum())
+    import matplotlib.axes
+
+    titles, original = [], matplotlib.axes.Axes.set_title
+
+    def record(self, label, *args, **kwargs):
+        titles.append(label)
+        return original(self, label, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record)
+    extrapolation_scatter(data, res)
+    monkeypatch.undo()
+    assert f"hull predicts better in {wins} of {len(both)} groups" in titles
+    res.extrapolation = res.extrapolation.iloc[:0]
+    assert extrapolation_scatter(data, res) is None
 
 
 def test_report_command_writes_the_page_and_prints_its_path(study):

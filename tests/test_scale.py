@@ -229,7 +229,7 @@ def test_dense_panels_draw_densities_and_bands(studies, monkeypatch):
         monkeypatch.setattr(module, "DENSE_MODELS", 2)
     page = render(load_study(studies["layers"]), n_bootstrap=0)
     assert "shade where the models are" in page and "mean of the axis" in page and "middle half" in page
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
 
 
 def test_a_store_gets_the_readers_index(tmp_path):
@@ -254,7 +254,7 @@ def test_figures_drawn_in_several_processes_are_the_same(studies):
     res = analyse(data, n_bootstrap=20, jobs=2)
     one, two = draw_figures(data, res, jobs=1), draw_figures(data, res, jobs=2)
     assert one.keys() == two.keys() and all(one[k] == two[k] for k in one)
-    assert sum(v is not None for v in one.values()) == 6
+    assert sum(v is not None for v in one.values()) == 7
 
 
 def _page_without_timing(path) -> str:

@@ -31,7 +31,7 @@ def render(data: ReportData, n_bootstrap: int = 200, seed: int = 0, command: str
     return html.page(data, res, figs, command, time.perf_counter() - start)
 
 
-FIGURES = ("frontier", "axes", "layers", "correlations", "shots", "finetune")  # the longest to draw first
+FIGURES = ("frontier", "axes", "layers", "correlations", "shots", "extrapolation", "finetune")  # longest first
 _SHARED: tuple | None = None  # (data, res) for the figure workers, which inherit it by fork
 FIGURE_JOBS = 2
 
@@ -75,6 +75,7 @@ def _draw(name: str, data: ReportData, res: Analysis) -> bytes | None:
             "axes": lambda: figures_axes.scaling_axes_grid(data, res, ref),
             "correlations": lambda: figures_tasks.correlation_heatmaps(data, res, ref),
             "layers": lambda: figures_tasks.layer_curves(data, res, ref),
+            "extrapolation": lambda: figures_tasks.extrapolation_scatter(data, res),
             "finetune": lambda: figures_finetune.finetune_grid(data)}[name]
     return draw()
 

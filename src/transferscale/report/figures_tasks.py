@@ -191,3 +191,52 @@ def _rho_us(res: Analysis, shots) -> dict:
 def _short(name: str, n: int = 24) -> str:
     name = str(name)
     return name if len(name) <= n else name[: n - 1] + "…"
+
+
+def extrapolation_scatter(data: ReportData, res: Analysis) -> bytes | None:
+    """The extrapolation check at a glance: per (task, shots) group, the hull fit's error on the held-out
+    frontier runs against the all-points fit's (left), and the same for the bias (right). Below the diagonal
+    on the left the hull predicted better; left of 0 on the right, the all-points fit under-predicted."""
+    extra = res.extrapolation
+    if extra is None or extra.empty:
+        return None
+    keys = ["task", *(["shots"] if "shots" in extra.columns else [])]
+    wide = extra.pivot_table(index=keys, columns="points", values=["rmse_frontier", "bias_frontier"],
+                             dropna=False).reset_index()
+    try:
+        err = wide[("rmse_frontier", "all")].to_numpy(float), wide[("rmse_frontier", "upper_hull")].to_numpy(float)
+        bias = wide[("bias_frontier", "all")].to_numpy(float), wide[("bias_frontier", "upper_hull")].to_numpy(float)
+    except KeyError:  # one point set alone: nothing to compare
+        return None
+    ok = np.isfinite(err[0]) & np.isfinite(err[1])
+    if not ok.any():
+        return None
+    tasks = wide[("task", "")].to_numpy()[ok]
+    order = [t for t in data.tasks if t in set(tasks)] + sorted(set(tasks) - set(data.tasks), key=str)
+    colours = dict(zip(order, plt.get_cmap("tab20" if len(order) > 10 else "tab10").colors))
+    per_row = 4  # legend entries a row holds across the two panels
+    n_rows = -(-len(order) // per_row)
+    fig, axes = style.new_grid(1, 2, w=3.0, h=2.8, wgap=0.9, head=style.head_height(n_rows))
+    with style.rc():
+        for ax, (x, y), what in ((axes[0, 0], err, "error"), (axes[0, 1], bias, "bias")):
+            x, y = x[ok], y[ok]
+            ax.scatter(x, y, s=16, c=[colours.get(t, "#777777") for t in tasks], edgecolor="white", linewidth=0.4,
+                       zorder=3)
+            lo, hi = float(min(x.min(), y.min())), float(max(x.max(), y.max()))
+            pad = 0.05 * max(hi - lo, 1e-3)
+            lo, hi = (min(lo - pad, 0.0), hi + pad) if what == "error" else (lo - pad, max(hi + pad, 0.0))
+            ax.plot([lo, hi], [lo, hi], color="#888888", lw=0.8, ls="--", zorder=1)
+            if what == "bias":
+                ax.axhline(0, color="#bbbbbb", lw=0.6, zorder=0)
+                ax.axvline(0, color="#bbbbbb", lw=0.6, zorder=0)
+            ax.set_xlim(lo, hi)
+            ax.set_ylim(lo, hi)
+            ax.set_xlabel(f"{what}, fit on all points")
+            ax.set_ylabel(f"{what}, fit on the hull")
+        wins = int(np.sum(err[1][ok] < err[0][ok]))
+        axes[0, 0].set_title(f"hull predicts better in {wins} of {int(ok.sum())} groups", loc="left")
+        axes[0, 1].set_title("bias < 0: the strongest runs beat the prediction", loc="left")
+    handles = [Line2D([], [], ls="", marker="o", color=colours[t], label=str(t)) for t in order]
+    rows = [handles[i:i + per_row] for i in range(0, len(handles), per_row)]
+    style.finish(fig, "Predicting the strongest runs from the weaker ones, hull against all points", rows)
+    return style.to_png(fig)

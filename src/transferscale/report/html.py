@@ -25,7 +25,7 @@ def page(data: ReportData, res: Analysis, figs: dict, command: str, seconds: flo
     sections = [
         ("frontier", "DS against US accuracy", _frontier(data, res, figs)),
         ("summary", "Summary per task", _summary(data, res)),
-        ("extrapolation", "Predicting the strongest runs", _extrapolation(data, res)),
+        ("extrapolation", "Predicting the strongest runs", _extrapolation(data, res, figs)),
         ("shots", "The law against shots", _shots(data, res, figs)),
         ("axes", "Scaling axes", _axes(data, res, figs)),
         *same_curve_sections(data),
@@ -137,8 +137,9 @@ def _saturation_words(data: ReportData, res: Analysis) -> str:
             f"{escape(count_sentence(verdicts))}.</p><ul class='verdicts'>{items}</ul>")
 
 
-def _extrapolation(data: ReportData, res: Analysis) -> str:
-    """The extrapolation check: the per-task verdicts, then each group's errors and biases, hull and all."""
+def _extrapolation(data: ReportData, res: Analysis, figs: dict) -> str:
+    """The extrapolation check: the per-task verdicts, a figure of every group's errors and biases (hull
+    against all points), then the table."""
     extra, verdicts = res.extrapolation, res.extrapolation_verdicts
     if extra is None or extra.empty:
         return _absent("No group to check.")
@@ -172,7 +173,15 @@ def _extrapolation(data: ReportData, res: Analysis) -> str:
                  _signed(a["bias_frontier"]), f'<td class="l">{better}</td>', f'<td class="l">{escape(note)}</td>']
         rows.append("<tr>" + "".join(cells) + "</tr>")
     table = f'<table class="extrapolation"><thead><tr>{th}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-    return (head + f"<ul class='verdicts'>{items}</ul>" + table
+    figure = "" if figs.get("extrapolation") is None else _figure(
+        figs["extrapolation"], "hull against all-points fit: errors and biases on the held-out strongest runs",
+        "Each point is one task" + (" and shot count" if data.has_shots else "") + ": the error (left) and bias "
+        "(right) of the law fitted on the upper hull, against the same for the law fitted on all points, on the "
+        "held-out strongest runs on the frontier. Points below the dashed diagonal on the left are groups where "
+        "the hull fit predicted better.")
+    if len(rows) > 30:
+        table = f"<details><summary>Every group ({len(rows)} rows)</summary>{table}</details>"
+    return (head + f"<ul class='verdicts'>{items}</ul>" + figure + table
             + "<p class='muted'>The same numbers come from <code>transferscale fit --extrapolation</code>, which "
             "writes them as extrapolation.csv.</p>")
 
