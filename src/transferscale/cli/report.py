@@ -47,8 +47,9 @@ def report_command(
         "--axis", help="With --csv: a column to colour the scaling-axes view by (e.g. params, samples_seen); "
         "repeat for several.")] = None,
     jobs: Annotated[int | None, typer.Option(
-        "--jobs", "-j", min=1, help="Processes for the fits' bootstraps; the numbers do not depend on it. "
-        "Default: one per core, at most one per group.")] = None,
+        "--jobs", "-j", min=1, help="Processes for the report's work: a study's reading, fits and figures "
+        "overlap in forked processes, and the fits' bootstraps spread over the rest; 1: all in this process. The "
+        "page does not depend on it. Default: one per core.")] = None,
 ) -> None:
     """Write one HTML page showing a study (or any results table) the way Abnar et al. 2021 show theirs.
 
