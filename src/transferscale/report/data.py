@@ -131,8 +131,6 @@ class _BlockPrefetch:
         self.job = Forked(_prefetch_blocks, study_dir)
 
     def read(self, store, where: str, shots: int):
-        from transferscale.store import FEWSHOT
-
         try:
             got = self.job.get("blocks", lambda: None)
         except Exception:  # noqa: BLE001 - whatever it met, this process meets (and reports) it itself
@@ -141,7 +139,7 @@ class _BlockPrefetch:
             state, their_where, their_shots, groups = got
             if (their_where, their_shots) == (where, shots) and state == _store_state(store):
                 return groups
-        return store.seed_groups(FEWSHOT, where, (shots,), depth=True)
+        return _read_blocks(store, where, shots)
 
     def stop(self) -> None:
         self.job.stop()
